@@ -1,0 +1,195 @@
+//! The file-system seam.
+//!
+//! Every file operation of the writer, the reader and recovery goes through
+//! [`FileSystem`], so tests can plug in a file system that injects faults
+//! (write errors, short writes, `fdatasync` failures, a full disk) or that
+//! simulates power loss by forgetting unsynced data. Production uses
+//! [`StdFs`], the real disk.
+//!
+//! The traits are deliberately small: the operations a log needs and nothing
+//! else. Each returns `std::io::Result`; the caller adds the path and the
+//! operation to make an [`Error`](crate::Error).
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A file opened for appending by a log's writer.
+#[allow(clippy::len_without_is_empty)]
+pub trait WritableFile: Send {
+    /// Writes some of `buf` at the end of the file, returning how many bytes
+    /// were written (a short write is allowed, as with `write(2)`).
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
+    /// Makes the written data durable (`fdatasync`).
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes; later writes go to the new end.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// The current length of the file.
+    fn len(&self) -> io::Result<u64>;
+    /// Takes an exclusive advisory lock without waiting; `Ok(false)` when
+    /// another holder has it.
+    fn try_lock(&self) -> io::Result<bool>;
+
+    /// Writes all of `buf`, retrying short writes.
+    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
+        while !buf.is_empty() {
+            match self.write(buf) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "wrote 0 bytes")),
+                Ok(n) => buf = &buf[n..],
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A file opened for reading.
+#[allow(clippy::len_without_is_empty)]
+pub trait ReadableFile: Send {
+    /// Reads into `buf` from `offset`, returning how many bytes were read
+    /// (0 at the end of the file).
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// The current length of the file.
+    fn len(&self) -> io::Result<u64>;
+}
+
+/// Every file operation hyperlog performs.
+pub trait FileSystem: Send + Sync + fmt::Debug {
+    /// Opens `path` for appending, creating it with Unix permissions `mode`
+    /// if it does not exist. Reports whether it was created.
+    fn open_append(&self, path: &Path, mode: u32) -> io::Result<(Box<dyn WritableFile>, bool)>;
+    /// Opens `path` for reading.
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>>;
+    /// Creates `path` and its missing parents.
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Makes a directory's entries (creations, renames, deletions) durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Renames `from` to `to`, replacing `to`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Deletes a file.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Whether `path` exists.
+    fn exists(&self, path: &Path) -> bool;
+    /// Writes a whole new file (used for side files that keep cut bytes),
+    /// synced before it returns.
+    fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()>;
+}
+
+/// The real disk.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFs;
+
+impl StdFs {
+    /// The shared instance used when options name no other file system.
+    pub fn shared() -> Arc<dyn FileSystem> {
+        Arc::new(StdFs)
+    }
+}
+
+struct StdWritable(File);
+
+impl WritableFile for StdWritable {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        io::Write::write(&mut self.0, buf)
+    }
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        // The file is opened with O_APPEND, so the next write lands at the new end.
+        self.0.set_len(len)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+    fn try_lock(&self) -> io::Result<bool> {
+        match self.0.try_lock() {
+            Ok(()) => Ok(true),
+            Err(std::fs::TryLockError::WouldBlock) => Ok(false),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+struct StdReadable(File);
+
+impl ReadableFile for StdReadable {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::read_at(&self.0, buf, offset)
+        }
+        #[cfg(windows)]
+        {
+            std::os::windows::fs::FileExt::seek_read(&self.0, buf, offset)
+        }
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+}
+
+fn with_mode(o: &mut OpenOptions, mode: u32) -> &mut OpenOptions {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::OpenOptionsExt::mode(o, mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    o
+}
+
+impl FileSystem for StdFs {
+    fn open_append(&self, path: &Path, mode: u32) -> io::Result<(Box<dyn WritableFile>, bool)> {
+        let created =
+            match with_mode(OpenOptions::new().append(true).create_new(true), mode).open(path) {
+                Ok(f) => return Ok((Box::new(StdWritable(f)), true)),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                Err(e) => return Err(e),
+            };
+        let f = OpenOptions::new().append(true).open(path)?;
+        Ok((Box::new(StdWritable(f)), created))
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>> {
+        Ok(Box::new(StdReadable(File::open(path)?)))
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            File::open(path)?.sync_all()
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = path;
+            Ok(())
+        }
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+    fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        let mut f = with_mode(OpenOptions::new().write(true).create_new(true), mode).open(path)?;
+        io::Write::write_all(&mut f, data)?;
+        f.sync_all()
+    }
+}
+
+/// The directory that holds `path` (`.` for a bare file name).
+pub(crate) fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}

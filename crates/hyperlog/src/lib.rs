@@ -1,0 +1,163 @@
+//! # hyperlog
+//!
+//! A fast, structured, async logger whose contexts can each opt into being a
+//! **write-ahead log**: `fsync` or group-commit durability, a binary format
+//! with CRC-32, 64-bit snowflake LSNs, typed read-back and crash recovery.
+//! One API serves ordinary logs (the *data plane*) and the durable log of a
+//! control plane.
+//!
+//! ## The data plane
+//!
+//! ```
+//! # futures::executor::block_on(async {
+//! use hyperlog::{ContextOptions, Logger, Message};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("logs/hyperscale.leader.log.json");
+//! let logger = Logger::new();
+//! logger.configure("stats", ContextOptions::new().path(&path))?;
+//! let stats = logger.context("stats").await?;
+//! stats.log(Message::info("Stats update")).await?; // written to the OS
+//! logger.close().await?;
+//! # Ok::<(), hyperlog::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## The write-ahead log
+//!
+//! ```
+//! # futures::executor::block_on(async {
+//! use hyperlog::{ContextOptions, DurabilityMode, Entry, LogFormat, LogLevel, Logger, ReadOptions};
+//! use futures::StreamExt;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+//! struct JobCreated { level: LogLevel, message: Option<String>, job_id: u64 }
+//! impl Entry for JobCreated { fn level(&self) -> LogLevel { self.level } }
+//!
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("data/hyperscale.wal.log");
+//! let logger = Logger::new();
+//! let wal = logger.context_with("node_wal", ContextOptions::new()
+//!     .path(&path)
+//!     .durability(DurabilityMode::FsyncBatch)
+//!     .format(LogFormat::Binary)
+//!     .enable_lsn(true)
+//!     .instance_id(7)).await?;
+//! let lsn = wal.log(JobCreated { level: LogLevel::Info, message: None, job_id: 1 }).await?;
+//! assert!(lsn.is_some());                 // durable: its group's fdatasync finished
+//! wal.close().await?;
+//!
+//! let mut entries = hyperlog::read_entries::<JobCreated>(&path, 0, ReadOptions::default());
+//! while let Some(item) = entries.next().await {
+//!     let (_offset, log, read_lsn) = item?;
+//!     assert_eq!(log.entry.job_id, 1);
+//!     assert_eq!(read_lsn, lsn);
+//! }
+//! assert_eq!(hyperlog::get_last_lsn(&path).await?, lsn);
+//! # Ok::<(), hyperlog::Error>(())
+//! # }).unwrap();
+//! ```
+//!
+//! ## The durability contract
+//!
+//! | mode | `log()` returns `Ok` when | survives |
+//! | --- | --- | --- |
+//! | `None` | accepted into the context's bounded queue | nothing |
+//! | `Flush` (default) | written to the OS (`write(2)` done) | a crash or kill of the process |
+//! | `Fsync` | that entry's own `fdatasync` finished | power loss |
+//! | `FsyncBatch` | the group `fdatasync` covering the entry finished | power loss |
+//!
+//! A write or sync failure is never swallowed in `Flush`, `Fsync` and
+//! `FsyncBatch`: the caller gets the error, and the context is then
+//! *poisoned*: every later `log` fails with [`Error::Poisoned`] naming the
+//! first failure, until the context is reopened (`Logger::context` opens a
+//! poisoned context afresh, recovering from what is on disk). In `None` mode
+//! errors go to the error handler and are returned by the next
+//! `flush`/`close`.
+//!
+//! **Shutdown**: `close()` drains the queue, syncs and releases the file;
+//! dropping the last handle does the same. A process that calls
+//! `std::process::exit` without closing can lose only `None`-mode entries
+//! still in the queue: every other mode acknowledged its entries only after
+//! they reached the OS. [`Logger::install_panic_hook`] flushes on panic.
+//!
+//! ## Recovery
+//!
+//! Opening an existing file for append scans it first. A torn last record
+//! (a crash mid-write) is cut off and kept in a side file next to the log
+//! (`{path}.torn-{offset}`); damage *followed by* an intact record is
+//! corruption in the middle and refuses to open unless
+//! [`RecoveryMode::SkipCorrupted`] is chosen. LSNs continue above the last
+//! one on disk. See [`Context::recovery_report`].
+//!
+//! ## Mapping from the reference
+//!
+//! The names of the Python reference (`hyperscale.logging`) are kept:
+//! `DurabilityMode::{None, Flush, Fsync, FsyncBatch}` are `NONE`, `FLUSH`,
+//! `FSYNC`, `FSYNC_BATCH`; `Message` is the base `Entry`; the JSON-lines and
+//! binary formats are byte-compatible.
+
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms)]
+
+mod entry;
+mod error;
+pub mod format;
+pub mod fs;
+mod level;
+mod logger;
+mod lsn;
+mod options;
+pub mod reader;
+pub mod template;
+mod writer;
+
+pub use entry::{CallSite, Entry, Log, Message};
+pub use error::{Error, Result};
+pub use format::LogFormat;
+pub use level::LogLevel;
+pub use logger::{Context, Logger, WriterStats};
+pub use lsn::{Lsn, LsnGenerator};
+pub use options::{
+    ConsoleStream, ContextOptions, DurabilityMode, ErrorHandler, LEVEL_ENV, RecoveryMode,
+};
+pub use reader::{
+    EntryIter, EntryStream, ReadOptions, ScanSummary, TornTail, get_last_lsn,
+    get_last_lsn_blocking, read_entries, read_entries_blocking, scan_log,
+};
+pub use template::Template;
+pub use writer::RecoveryReport;
+
+/// Reads a log into untyped JSON values, for tools that do not know the
+/// entry types.
+pub fn read_values(
+    path: impl AsRef<std::path::Path>,
+    from_offset: u64,
+    options: ReadOptions,
+) -> EntryIter<serde_json::Value> {
+    read_entries_blocking(path, from_offset, options)
+}
+
+/// Runs a future to completion on the current thread by parking it between
+/// polls. Unlike `futures::executor::block_on` it may be called from inside
+/// another executor (a `Drop`, a `*_blocking` call in async code), which is
+/// what the blocking forms of the API need.
+pub(crate) fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl std::task::Wake for ThreadWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::sync::Arc::new(ThreadWaker(std::thread::current())).into();
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}

@@ -1,0 +1,838 @@
+//! The public API: [`Logger`], a registry of named contexts, and [`Context`],
+//! a cheap handle that logs entries.
+//!
+//! A context is a name plus checked options plus a writer. Contexts that
+//! write the same file share one writer only when the later one is
+//! `nested`; otherwise the file's lock refuses the second writer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+
+use futures::channel::oneshot;
+
+use crate::entry::{CallSite, Entry, thread_id};
+use crate::format;
+use crate::options::{Compiled, ConsoleStream, ContextOptions};
+use crate::template::write_value;
+use crate::writer::{
+    Opened, Request, SinkConfig, WriterConfig, WriterHandle, default_error_handler,
+};
+use crate::{DurabilityMode, Error, LogLevel, Lsn, RecoveryReport};
+
+/// A registry of named contexts; cheap to clone and share.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// use hyperlog::{ContextOptions, Logger, Message};
+/// let dir = tempfile::tempdir().unwrap();
+/// let logger = Logger::new();
+/// logger.configure("stats", ContextOptions::new().path(dir.path().join("stats.log.json")))?;
+/// let stats = logger.context("stats").await?;
+/// assert_eq!(stats.log(Message::info("Stats update")).await?, None);
+/// logger.close().await?;
+/// # Ok::<(), hyperlog::Error>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Default)]
+pub struct Logger {
+    inner: Arc<LoggerInner>,
+}
+
+#[derive(Default)]
+struct LoggerInner {
+    configs: Mutex<HashMap<String, Arc<Compiled>>>,
+    contexts: Mutex<HashMap<String, Context>>,
+    /// Writers by target (file path, or `stdout`/`stderr`), for `nested`.
+    writers: Mutex<HashMap<String, Weak<WriterHandle>>>,
+}
+
+impl std::fmt::Debug for Logger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<String> = lock(&self.inner.configs).keys().cloned().collect();
+        f.debug_struct("Logger").field("contexts", &names).finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Logger {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers or replaces the settings of context `name`, checking them
+    /// now: a bad template, an instance id out of range or a bad option is
+    /// an `Err` here. A context already open keeps its settings until it is
+    /// closed and opened again.
+    pub fn configure(&self, name: &str, options: ContextOptions) -> Result<(), Error> {
+        let compiled = options.compile(name)?;
+        lock(&self.inner.configs).insert(name.to_string(), Arc::new(compiled));
+        Ok(())
+    }
+
+    /// Opens (or reuses) context `name`. A name never configured gets the
+    /// default options (console, INFO). Opening a file recovers it first (see
+    /// [`Context::recovery_report`]). A context that was closed, or poisoned
+    /// by a failed write or sync, is opened afresh.
+    pub async fn context(&self, name: &str) -> Result<Context, Error> {
+        let (ctx, opened) = self.start_context(name)?;
+        if let Some(rx) = opened {
+            let report = rx.await.unwrap_or_else(|_| {
+                Err(Error::Closed {
+                    target: ctx.inner.writer.shared.target.clone(),
+                })
+            });
+            return self.finish_open(name, ctx, report);
+        }
+        Ok(ctx)
+    }
+
+    /// [`Logger::context`] for code without an async runtime.
+    pub fn context_blocking(&self, name: &str) -> Result<Context, Error> {
+        let (ctx, opened) = self.start_context(name)?;
+        if let Some(rx) = opened {
+            let report = crate::block_on(rx).unwrap_or_else(|_| {
+                Err(Error::Closed {
+                    target: ctx.inner.writer.shared.target.clone(),
+                })
+            });
+            return self.finish_open(name, ctx, report);
+        }
+        Ok(ctx)
+    }
+
+    /// Configures `name` with `options` and opens it.
+    pub async fn context_with(
+        &self,
+        name: &str,
+        options: ContextOptions,
+    ) -> Result<Context, Error> {
+        self.configure(name, options)?;
+        self.context(name).await
+    }
+
+    /// [`Logger::context_with`] for code without an async runtime.
+    pub fn context_with_blocking(
+        &self,
+        name: &str,
+        options: ContextOptions,
+    ) -> Result<Context, Error> {
+        self.configure(name, options)?;
+        self.context_blocking(name)
+    }
+
+    fn start_context(&self, name: &str) -> Result<(Context, Option<Opened>), Error> {
+        if let Some(c) = lock(&self.inner.contexts).get(name)
+            && c.is_usable()
+        {
+            return Ok((c.clone(), None));
+        }
+        let compiled = {
+            let mut configs = lock(&self.inner.configs);
+            match configs.get(name) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = Arc::new(ContextOptions::new().compile(name)?);
+                    configs.insert(name.to_string(), c.clone());
+                    c
+                }
+            }
+        };
+        // An old, unusable context of that name releases its file first.
+        if let Some(old) = lock(&self.inner.contexts).remove(name) {
+            old.inner.writer.request_close();
+            old.inner.writer.join();
+        }
+        let o = &compiled.options;
+        let target = match &compiled.file {
+            Some(p) => p.display().to_string(),
+            None => match o.console {
+                ConsoleStream::Stdout => "stdout".to_string(),
+                ConsoleStream::Stderr => "stderr".to_string(),
+            },
+        };
+        let shared_writer = {
+            let writers = lock(&self.inner.writers);
+            writers.get(&target).and_then(Weak::upgrade).filter(|w| {
+                !w.shared.closed.load(Ordering::Acquire) && w.shared.poisoned().is_none()
+            })
+        };
+        // Console streams are shared by every console context of a logger.
+        let reuse = shared_writer.filter(|_| o.nested || compiled.file.is_none());
+        let (writer, opened) = match reuse {
+            Some(w) => (w, None),
+            None => {
+                let sink = match &compiled.file {
+                    Some(p) => SinkConfig::File {
+                        path: p.clone(),
+                        fs: o.file_system.clone(),
+                        mode: o.file_mode,
+                    },
+                    None => SinkConfig::Console(o.console),
+                };
+                let (w, rx) = WriterHandle::spawn(WriterConfig {
+                    sink,
+                    durability: o.durability,
+                    format: o.format,
+                    lsn_instance: o.enable_lsn.then_some(o.instance_id as u16),
+                    batch_max_size: o.batch_max_size,
+                    batch_max_bytes: o.batch_max_bytes,
+                    batch_timeout: o.batch_timeout,
+                    queue_capacity: o.queue_capacity,
+                    max_record_size: o.max_record_size,
+                    recovery: o.recovery,
+                    handler: o
+                        .error_handler
+                        .clone()
+                        .unwrap_or_else(default_error_handler),
+                })?;
+                lock(&self.inner.writers).insert(target, Arc::downgrade(&w));
+                (w, Some(rx))
+            }
+        };
+        let ctx = Context {
+            inner: Arc::new(ContextInner {
+                name: name.to_string(),
+                config: compiled.clone(),
+                writer,
+                owns_writer: opened.is_some() && !o.nested,
+                report: Mutex::new(None),
+                closed: std::sync::atomic::AtomicBool::new(false),
+            }),
+        };
+        if opened.is_none() {
+            lock(&self.inner.contexts).insert(name.to_string(), ctx.clone());
+        }
+        Ok((ctx, opened))
+    }
+
+    fn finish_open(
+        &self,
+        name: &str,
+        ctx: Context,
+        report: Result<Option<RecoveryReport>, Error>,
+    ) -> Result<Context, Error> {
+        match report {
+            Ok(r) => {
+                *lock(&ctx.inner.report) = r;
+                lock(&self.inner.contexts).insert(name.to_string(), ctx.clone());
+                Ok(ctx)
+            }
+            Err(e) => {
+                ctx.inner
+                    .writer
+                    .shared
+                    .closed
+                    .store(true, Ordering::Release);
+                ctx.inner.writer.join();
+                Err(e)
+            }
+        }
+    }
+
+    /// Flushes every open context (see [`Context::flush`]); returns the
+    /// first error.
+    pub async fn flush(&self) -> Result<(), Error> {
+        let all: Vec<Context> = lock(&self.inner.contexts).values().cloned().collect();
+        let mut first = Ok(());
+        for c in all {
+            if let Err(e) = c.flush().await {
+                first = first.and(Err(e));
+            }
+        }
+        first
+    }
+
+    /// [`Logger::flush`] without an async runtime (used by the panic hook).
+    pub fn flush_blocking(&self) -> Result<(), Error> {
+        crate::block_on(self.flush())
+    }
+
+    /// Closes every context: drains, syncs and releases the files. Returns the
+    /// first error.
+    pub async fn close(&self) -> Result<(), Error> {
+        let all: Vec<Context> = lock(&self.inner.contexts).drain().map(|(_, c)| c).collect();
+        let mut first = Ok(());
+        for c in all {
+            if let Err(e) = c.close().await {
+                first = first.and(Err(e));
+            }
+        }
+        first
+    }
+
+    /// [`Logger::close`] without an async runtime.
+    pub fn close_blocking(&self) -> Result<(), Error> {
+        crate::block_on(self.close())
+    }
+
+    /// Installs a panic hook that flushes every context of this logger (after
+    /// the previous hook ran), so a panicking process loses nothing it
+    /// acknowledged, even in `None` mode.
+    pub fn install_panic_hook(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            prev(info);
+            if let Some(inner) = weak.upgrade() {
+                let _ = Logger { inner }.flush_blocking();
+            }
+        }));
+    }
+}
+
+/// A handle on an open context; cheap to clone. Dropping the last handle
+/// (and the logger's) flushes and closes it.
+#[derive(Clone)]
+pub struct Context {
+    inner: Arc<ContextInner>,
+}
+
+struct ContextInner {
+    name: String,
+    config: Arc<Compiled>,
+    writer: Arc<WriterHandle>,
+    owns_writer: bool,
+    report: Mutex<Option<RecoveryReport>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("name", &self.inner.name)
+            .field("target", &self.inner.writer.shared.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Counters of a context's writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriterStats {
+    /// `write` calls made (one per group).
+    pub writes: u64,
+    /// `fdatasync` calls made.
+    pub syncs: u64,
+    /// Entries dropped and not yet reported in the log.
+    pub dropped_pending: u64,
+}
+
+enum Prepared {
+    Filtered,
+    Send(
+        Request,
+        Option<oneshot::Receiver<Result<Option<Lsn>, Error>>>,
+    ),
+}
+
+impl Context {
+    /// The context's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The file this context writes, if any.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        self.inner.config.file.as_deref()
+    }
+
+    /// The minimum level in force.
+    pub fn level(&self) -> LogLevel {
+        self.inner.config.level
+    }
+
+    /// The durability mode.
+    pub fn durability(&self) -> DurabilityMode {
+        self.inner.config.options.durability
+    }
+
+    /// What recovery found when this context opened its file.
+    pub fn recovery_report(&self) -> Option<RecoveryReport> {
+        lock(&self.inner.report).clone()
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> WriterStats {
+        let s = &self.inner.writer.shared;
+        WriterStats {
+            writes: s.writes.load(Ordering::Relaxed),
+            syncs: s.syncs.load(Ordering::Relaxed),
+            dropped_pending: s.dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    fn is_usable(&self) -> bool {
+        !self.inner.closed.load(Ordering::Acquire)
+            && !self.inner.writer.shared.closed.load(Ordering::Acquire)
+            && self.inner.writer.shared.poisoned().is_none()
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::Closed {
+            target: self.inner.writer.shared.target.clone(),
+        }
+    }
+
+    /// Logs `entry` and returns once it is as durable as the context's mode
+    /// promises: `Ok(Some(lsn))` with LSNs enabled, else `Ok(None)`. An
+    /// entry below the context's level returns `Ok(None)` at once, without
+    /// being serialized. The call site (file and line) is captured here.
+    ///
+    /// The future works under any executor (tokio, async-std,
+    /// `futures::executor::block_on`). When the queue is full it waits
+    /// (backpressure).
+    #[track_caller]
+    pub fn log<E: Entry>(
+        &self,
+        entry: E,
+    ) -> impl Future<Output = Result<Option<Lsn>, Error>> + Send + 'static {
+        let prepared = self.prepare(&entry, CallSite::caller());
+        let ctx = self.clone();
+        async move { ctx.submit_async(prepared?).await }
+    }
+
+    /// [`Context::log`] with an explicit call site (used by the macros,
+    /// which also name the function).
+    pub fn log_at<E: Entry>(
+        &self,
+        site: CallSite,
+        entry: E,
+    ) -> impl Future<Output = Result<Option<Lsn>, Error>> + Send + 'static {
+        let prepared = self.prepare(&entry, site);
+        let ctx = self.clone();
+        async move { ctx.submit_async(prepared?).await }
+    }
+
+    /// [`Context::log`] for code without an async runtime: blocks until the
+    /// entry is as durable as the mode promises.
+    #[track_caller]
+    pub fn log_blocking<E: Entry>(&self, entry: E) -> Result<Option<Lsn>, Error> {
+        let prepared = self.prepare(&entry, CallSite::caller())?;
+        self.submit_blocking(prepared)
+    }
+
+    /// [`Context::log_blocking`] with an explicit call site.
+    pub fn log_blocking_at<E: Entry>(
+        &self,
+        site: CallSite,
+        entry: E,
+    ) -> Result<Option<Lsn>, Error> {
+        let prepared = self.prepare(&entry, site)?;
+        self.submit_blocking(prepared)
+    }
+
+    /// Builds an entry with the registered model `model` (see
+    /// [`ContextOptions::model`]) around `message` and logs it. The model
+    /// `"default"` is `Message` at INFO.
+    #[track_caller]
+    pub fn log_prepared(
+        &self,
+        message: &str,
+        model: &str,
+    ) -> impl Future<Output = Result<Option<Lsn>, Error>> + Send + 'static {
+        let site = CallSite::caller();
+        let prepared = self.prepare_model(message, model, site);
+        let ctx = self.clone();
+        async move { ctx.submit_async(prepared?).await }
+    }
+
+    fn prepare_model(&self, message: &str, model: &str, site: CallSite) -> Result<Prepared, Error> {
+        let build = self
+            .inner
+            .config
+            .models
+            .iter()
+            .find(|m| m.0 == model)
+            .map(|m| m.1.clone())
+            .ok_or_else(|| Error::UnknownModel {
+                context: self.inner.name.clone(),
+                model: model.to_string(),
+            })?;
+        let entry = build(message);
+        let level = entry.level();
+        let value = entry.to_json().map_err(|e| Error::Serialize {
+            target: self.inner.writer.shared.target.clone(),
+            reason: e.to_string(),
+        })?;
+        self.prepare_with_level(&value, level, site)
+    }
+
+    fn prepare<E: Entry>(&self, entry: &E, site: CallSite) -> Result<Prepared, Error> {
+        self.prepare_with_level(entry, entry.level(), site)
+    }
+
+    fn prepare_with_level<E: serde::Serialize + ?Sized>(
+        &self,
+        entry: &E,
+        level: LogLevel,
+        site: CallSite,
+    ) -> Result<Prepared, Error> {
+        let cfg = &self.inner.config;
+        if level < cfg.level {
+            return Ok(Prepared::Filtered);
+        }
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        let shared = &self.inner.writer.shared;
+        if let Some(p) = shared.poisoned() {
+            return Err(p);
+        }
+        let ser_err = |e: serde_json::Error| Error::Serialize {
+            target: shared.target.clone(),
+            reason: e.to_string(),
+        };
+        let o = &cfg.options;
+        let (bytes, to_stderr) = match &cfg.file {
+            Some(path) => {
+                let mut buf = Vec::with_capacity(256);
+                format::encode_envelope(entry, &site, thread_id(), &mut buf).map_err(ser_err)?;
+                // Refuse an oversized record before it is queued (the writer
+                // checks again with the exact LSN width).
+                let len = format::payload_len(&buf, None) as u64;
+                if len > o.max_record_size {
+                    return Err(Error::RecordTooLarge {
+                        path: path.clone(),
+                        len,
+                        max: o.max_record_size,
+                    });
+                }
+                (buf, false)
+            }
+            None => {
+                let value = if cfg.template.needs_entry() {
+                    Some(serde_json::to_value(entry).map_err(ser_err)?)
+                } else {
+                    None
+                };
+                let mut line = String::with_capacity(128);
+                let mut ts = Vec::with_capacity(32);
+                crate::entry::write_timestamp(&mut ts);
+                let ts = String::from_utf8(ts).unwrap_or_default();
+                let tid = thread_id();
+                cfg.template.render(&mut line, |name, out| {
+                    use std::fmt::Write as _;
+                    match name {
+                        "timestamp" => out.push_str(&ts),
+                        "filename" => out.push_str(site.file.unwrap_or_default()),
+                        "function_name" => out.push_str(site.function.unwrap_or_default()),
+                        "line_number" => {
+                            if let Some(l) = site.line {
+                                let _ = write!(out, "{l}");
+                            }
+                        }
+                        "thread_id" => {
+                            let _ = write!(out, "{tid}");
+                        }
+                        "context" => out.push_str(&self.inner.name),
+                        "lsn" => {}
+                        "level" => out.push_str(level.as_str()),
+                        field => match value.as_ref().and_then(|v| v.get(field)) {
+                            Some(v) => write_value(out, v),
+                            None => return false,
+                        },
+                    }
+                    true
+                });
+                line.push('\n');
+                let to_stderr = o.errors_to_stderr && level >= LogLevel::Error;
+                (line.into_bytes(), to_stderr)
+            }
+        };
+        let needs_ack =
+            o.durability != DurabilityMode::None || (o.enable_lsn && cfg.file.is_some());
+        let (ack, rx) = if needs_ack {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        Ok(Prepared::Send(
+            Request::Record {
+                bytes,
+                to_stderr,
+                ack,
+            },
+            rx,
+        ))
+    }
+
+    async fn submit_async(&self, p: Prepared) -> Result<Option<Lsn>, Error> {
+        let (req, rx) = match p {
+            Prepared::Filtered => return Ok(None),
+            Prepared::Send(req, rx) => (req, rx),
+        };
+        let o = &self.inner.config.options;
+        if o.drop_when_full {
+            match self.inner.writer.tx.try_send(req) {
+                Ok(()) => {}
+                Err(flume::TrySendError::Full(_)) => {
+                    self.inner
+                        .writer
+                        .shared
+                        .dropped
+                        .fetch_add(1, Ordering::AcqRel);
+                    return Ok(None);
+                }
+                Err(flume::TrySendError::Disconnected(_)) => return Err(self.closed_error()),
+            }
+        } else if self.inner.writer.tx.send_async(req).await.is_err() {
+            return Err(self.send_failed());
+        }
+        match rx {
+            None => Ok(None),
+            Some(rx) => rx.await.unwrap_or_else(|_| Err(self.send_failed())),
+        }
+    }
+
+    fn submit_blocking(&self, p: Prepared) -> Result<Option<Lsn>, Error> {
+        let (req, rx) = match p {
+            Prepared::Filtered => return Ok(None),
+            Prepared::Send(req, rx) => (req, rx),
+        };
+        if self.inner.config.options.drop_when_full {
+            match self.inner.writer.tx.try_send(req) {
+                Ok(()) => {}
+                Err(flume::TrySendError::Full(_)) => {
+                    self.inner
+                        .writer
+                        .shared
+                        .dropped
+                        .fetch_add(1, Ordering::AcqRel);
+                    return Ok(None);
+                }
+                Err(flume::TrySendError::Disconnected(_)) => return Err(self.closed_error()),
+            }
+        } else if self.inner.writer.tx.send(req).is_err() {
+            return Err(self.send_failed());
+        }
+        match rx {
+            None => Ok(None),
+            Some(rx) => crate::block_on(rx).unwrap_or_else(|_| Err(self.send_failed())),
+        }
+    }
+
+    /// The error for a request the writer could not take.
+    fn send_failed(&self) -> Error {
+        self.inner
+            .writer
+            .shared
+            .poisoned()
+            .unwrap_or_else(|| self.closed_error())
+    }
+
+    /// Makes everything acknowledged so far durable per the context's mode
+    /// (in `None` mode: written to the OS) and returns any error that had no
+    /// caller (a `None`-mode write failure).
+    pub async fn flush(&self) -> Result<(), Error> {
+        self.flush_request(false).await
+    }
+
+    /// Like [`Context::flush`] but also `fdatasync`s the file, whatever the
+    /// mode.
+    pub async fn sync(&self) -> Result<(), Error> {
+        self.flush_request(true).await
+    }
+
+    async fn flush_request(&self, sync: bool) -> Result<(), Error> {
+        let (ack, rx) = oneshot::channel();
+        if self
+            .inner
+            .writer
+            .tx
+            .send_async(Request::Flush { sync, ack })
+            .await
+            .is_err()
+        {
+            return Err(self.send_failed());
+        }
+        rx.await.unwrap_or_else(|_| Err(self.send_failed()))
+    }
+
+    /// [`Context::flush`] without an async runtime.
+    pub fn flush_blocking(&self) -> Result<(), Error> {
+        crate::block_on(self.flush())
+    }
+
+    /// Drains the queue, makes everything durable (one `fdatasync` for file
+    /// contexts), and releases the file and its lock. Later `log` calls on
+    /// any clone fail with [`Error::Closed`]. A `nested` context's close only
+    /// flushes: the shared stream stays open. Returns the error of a failed
+    /// write or sync that no caller has seen yet, or the poisoning error.
+    pub async fn close(&self) -> Result<(), Error> {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        if !self.inner.owns_writer {
+            return match self.flush().await {
+                Err(Error::Closed { .. }) => Ok(()),
+                other => other,
+            };
+        }
+        let res = match self.inner.writer.request_close() {
+            Some(rx) => rx.await.unwrap_or(Ok(())),
+            None => Ok(()),
+        };
+        self.inner.writer.join();
+        res
+    }
+
+    /// [`Context::close`] without an async runtime.
+    pub fn close_blocking(&self) -> Result<(), Error> {
+        crate::block_on(self.close())
+    }
+
+    /// The file path this context writes, as a `PathBuf`.
+    pub fn file(&self) -> Option<PathBuf> {
+        self.inner.config.file.clone()
+    }
+}
+
+/// The name of the function this macro is expanded in.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __function_name {
+    () => {{
+        fn f() {}
+        fn type_name_of<T>(_: T) -> &'static str {
+            ::core::any::type_name::<T>()
+        }
+        let mut name = type_name_of(f);
+        name = name.strip_suffix("::f").unwrap_or(name);
+        while let Some(n) = name.strip_suffix("::{{closure}}") {
+            name = n;
+        }
+        name
+    }};
+}
+
+/// Logs a formatted [`Message`](crate::Message) at a level through a context,
+/// capturing file, line and function name. Returns the future of
+/// [`Context::log`]; `.await` it.
+///
+/// ```
+/// # futures::executor::block_on(async {
+/// use hyperlog::{LogLevel, Logger};
+/// let logger = Logger::new();
+/// let ctx = logger.context("console").await?;
+/// hyperlog::log!(ctx, LogLevel::Info, "job {} started", 7).await?;
+/// # Ok::<(), hyperlog::Error>(())
+/// # }).unwrap();
+/// ```
+///
+/// Prefix the context with `blocking:` for code without a runtime; the macro
+/// then returns the `Result` of [`Context::log_blocking`]:
+///
+/// ```
+/// use hyperlog::{LogLevel, Logger};
+/// let logger = Logger::new();
+/// let ctx = logger.context_blocking("console")?;
+/// hyperlog::warn!(blocking: ctx, "disk at {}%", 91)?;
+/// # Ok::<(), hyperlog::Error>(())
+/// ```
+#[macro_export]
+macro_rules! log {
+    (blocking: $ctx:expr, $level:expr, $($arg:tt)+) => {
+        $ctx.log_blocking_at(
+            $crate::CallSite {
+                file: ::core::option::Option::Some(::core::file!()),
+                function: ::core::option::Option::Some($crate::__function_name!()),
+                line: ::core::option::Option::Some(::core::line!()),
+            },
+            $crate::Message::new($level, ::std::format!($($arg)+)),
+        )
+    };
+    ($ctx:expr, $level:expr, $($arg:tt)+) => {
+        $ctx.log_at(
+            $crate::CallSite {
+                file: ::core::option::Option::Some(::core::file!()),
+                function: ::core::option::Option::Some($crate::__function_name!()),
+                line: ::core::option::Option::Some(::core::line!()),
+            },
+            $crate::Message::new($level, ::std::format!($($arg)+)),
+        )
+    };
+}
+
+/// Logs a formatted message at `TRACE` level; see [`log!`](crate::log!).
+#[macro_export]
+macro_rules! trace {
+    (blocking: $ctx:expr, $($arg:tt)+) => {
+        $crate::log!(blocking: $ctx, $crate::LogLevel::Trace, $($arg)+)
+    };
+    ($ctx:expr, $($arg:tt)+) => {
+        $crate::log!($ctx, $crate::LogLevel::Trace, $($arg)+)
+    };
+}
+
+/// Logs a formatted message at `DEBUG` level; see [`log!`](crate::log!).
+#[macro_export]
+macro_rules! debug {
+    (blocking: $ctx:expr, $($arg:tt)+) => {
+        $crate::log!(blocking: $ctx, $crate::LogLevel::Debug, $($arg)+)
+    };
+    ($ctx:expr, $($arg:tt)+) => {
+        $crate::log!($ctx, $crate::LogLevel::Debug, $($arg)+)
+    };
+}
+
+/// Logs a formatted message at `INFO` level; see [`log!`](crate::log!).
+#[macro_export]
+macro_rules! info {
+    (blocking: $ctx:expr, $($arg:tt)+) => {
+        $crate::log!(blocking: $ctx, $crate::LogLevel::Info, $($arg)+)
+    };
+    ($ctx:expr, $($arg:tt)+) => {
+        $crate::log!($ctx, $crate::LogLevel::Info, $($arg)+)
+    };
+}
+
+/// Logs a formatted message at `WARN` level; see [`log!`](crate::log!).
+#[macro_export]
+macro_rules! warn {
+    (blocking: $ctx:expr, $($arg:tt)+) => {
+        $crate::log!(blocking: $ctx, $crate::LogLevel::Warn, $($arg)+)
+    };
+    ($ctx:expr, $($arg:tt)+) => {
+        $crate::log!($ctx, $crate::LogLevel::Warn, $($arg)+)
+    };
+}
+
+/// Logs a formatted message at `ERROR` level; see [`log!`](crate::log!).
+#[macro_export]
+macro_rules! error {
+    (blocking: $ctx:expr, $($arg:tt)+) => {
+        $crate::log!(blocking: $ctx, $crate::LogLevel::Error, $($arg)+)
+    };
+    ($ctx:expr, $($arg:tt)+) => {
+        $crate::log!($ctx, $crate::LogLevel::Error, $($arg)+)
+    };
+}
+
+/// Logs a formatted message at `CRITICAL` level; see [`log!`](crate::log!).
+#[macro_export]
+macro_rules! critical {
+    (blocking: $ctx:expr, $($arg:tt)+) => {
+        $crate::log!(blocking: $ctx, $crate::LogLevel::Critical, $($arg)+)
+    };
+    ($ctx:expr, $($arg:tt)+) => {
+        $crate::log!($ctx, $crate::LogLevel::Critical, $($arg)+)
+    };
+}
+
+/// Logs a formatted message at `FATAL` level; see [`log!`](crate::log!).
+#[macro_export]
+macro_rules! fatal {
+    (blocking: $ctx:expr, $($arg:tt)+) => {
+        $crate::log!(blocking: $ctx, $crate::LogLevel::Fatal, $($arg)+)
+    };
+    ($ctx:expr, $($arg:tt)+) => {
+        $crate::log!($ctx, $crate::LogLevel::Fatal, $($arg)+)
+    };
+}

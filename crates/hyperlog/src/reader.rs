@@ -1,0 +1,860 @@
+//! Reading logs back, and the scan that recovery runs before appending.
+//!
+//! [`Scanner`] walks a file record by record through the file-system seam,
+//! with a sliding buffer, and applies a [`RecoveryMode`] to damage:
+//!
+//! - a damaged record with no intact record after it is a **torn tail**: the
+//!   normal result of a crash mid-write;
+//! - a damaged record followed by an intact one is **corruption in the
+//!   middle**: damage to data that may have been acknowledged.
+//!
+//! The scanner never trusts a length field: it is capped by `max_record_size`
+//! and by the bytes left in the file before anything is allocated.
+//!
+//! On top of it sit the typed readers ([`read_entries`],
+//! [`read_entries_blocking`]), [`get_last_lsn`] and [`scan_log`].
+
+use std::marker::PhantomData;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use serde::de::DeserializeOwned;
+
+use crate::format::{
+    self, DEFAULT_MAX_RECORD_SIZE, Damage, HEADER_LEN, LogFormat, check_binary, check_json_line,
+    detect_format, json_tail_lsn,
+};
+use crate::fs::{FileSystem, ReadableFile, StdFs};
+use crate::{Error, Log, Lsn, RecoveryMode};
+
+const CHUNK: usize = 1 << 20;
+
+/// How to read a log.
+#[derive(Clone, Debug)]
+pub struct ReadOptions {
+    /// The format; `None` (the default) detects it from the first bytes.
+    pub format: Option<LogFormat>,
+    /// What to do with damage (default `TolerateTail`).
+    pub recovery: RecoveryMode,
+    /// The largest record accepted (default 16 MiB); a longer length field
+    /// is damage.
+    pub max_record_size: u64,
+    /// Skip to the first entry whose LSN is at or above this one.
+    pub from_lsn: Option<Lsn>,
+    /// The file system (default: the real disk).
+    pub file_system: Arc<dyn FileSystem>,
+}
+
+impl Default for ReadOptions {
+    fn default() -> Self {
+        ReadOptions {
+            format: None,
+            recovery: RecoveryMode::TolerateTail,
+            max_record_size: DEFAULT_MAX_RECORD_SIZE,
+            from_lsn: None,
+            file_system: StdFs::shared(),
+        }
+    }
+}
+
+impl ReadOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Sets the format instead of detecting it.
+    #[must_use]
+    pub fn format(mut self, f: LogFormat) -> Self {
+        self.format = Some(f);
+        self
+    }
+    /// Sets the recovery mode.
+    #[must_use]
+    pub fn recovery(mut self, m: RecoveryMode) -> Self {
+        self.recovery = m;
+        self
+    }
+    /// Sets the largest record accepted.
+    #[must_use]
+    pub fn max_record_size(mut self, n: u64) -> Self {
+        self.max_record_size = n;
+        self
+    }
+    /// Starts at the first entry whose LSN is at or above `lsn`.
+    #[must_use]
+    pub fn from_lsn(mut self, lsn: Lsn) -> Self {
+        self.from_lsn = Some(lsn);
+        self
+    }
+    /// Reads through another file system.
+    #[must_use]
+    pub fn file_system(mut self, fs: Arc<dyn FileSystem>) -> Self {
+        self.file_system = fs;
+        self
+    }
+}
+
+/// One intact record as the scanner found it: where it is and where its
+/// payload sits in the scanner's buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct RawRecord {
+    pub offset: u64,
+    pub end: u64,
+    pub payload: Range<usize>,
+    pub header_lsn: Option<Lsn>,
+}
+
+/// The tail the scanner stopped at, when the file ends in damage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TornTail {
+    /// Where the torn record starts.
+    pub offset: u64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// A record-by-record walk over one file.
+pub(crate) struct Scanner {
+    file: Box<dyn ReadableFile>,
+    path: PathBuf,
+    format: LogFormat,
+    max: u64,
+    mode: RecoveryMode,
+    len: u64,
+    buf: Vec<u8>,
+    buf_off: u64,
+    pos: u64,
+    done: bool,
+    pub skipped: Vec<Range<u64>>,
+    pub torn: Option<TornTail>,
+}
+
+impl Scanner {
+    /// Opens `path`; `format` `None` detects it (an empty file then reads as
+    /// JSON, which yields nothing).
+    pub fn open(
+        fs: &dyn FileSystem,
+        path: &Path,
+        format: Option<LogFormat>,
+        max: u64,
+        mode: RecoveryMode,
+    ) -> Result<Scanner, Error> {
+        let file = fs.open_read(path).map_err(|e| Error::io("open", path, e))?;
+        let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+        let mut s = Scanner {
+            file,
+            path: path.to_path_buf(),
+            format: format.unwrap_or(LogFormat::Json),
+            max,
+            mode,
+            len,
+            buf: Vec::new(),
+            buf_off: 0,
+            pos: 0,
+            done: false,
+            skipped: Vec::new(),
+            torn: None,
+        };
+        if format.is_none() && len > 0 {
+            let want = (HEADER_LEN as u64 + max).min(len).min(CHUNK as u64 * 4) as usize;
+            s.fill(0, want)?;
+            let head = s.window(0, want);
+            s.format = detect_format(head, len, max).ok_or_else(|| Error::Corrupt {
+                path: path.to_path_buf(),
+                offset: 0,
+                reason: "the file is neither JSON lines nor binary records".into(),
+            })?;
+        }
+        Ok(s)
+    }
+
+    /// Starts at `offset`, which must be the start of a record.
+    pub fn seek(&mut self, offset: u64) -> Result<(), Error> {
+        let not_boundary = |path: &Path| Error::NotARecordBoundary {
+            path: path.to_path_buf(),
+            offset,
+        };
+        if offset > self.len {
+            return Err(not_boundary(&self.path));
+        }
+        if offset > 0 && offset < self.len {
+            match self.format {
+                LogFormat::Json => {
+                    self.fill(offset - 1, 1)?;
+                    if self.window(offset - 1, 1) != b"\n" {
+                        return Err(not_boundary(&self.path));
+                    }
+                }
+                LogFormat::Binary => {
+                    if self.check_binary_at(offset)?.is_err() {
+                        return Err(not_boundary(&self.path));
+                    }
+                }
+            }
+        }
+        self.pos = offset;
+        Ok(())
+    }
+
+    /// The bytes of the buffer for `[at, at + n)`, clamped to the file; call
+    /// `fill` first.
+    fn window(&self, at: u64, n: usize) -> &[u8] {
+        let start = (at - self.buf_off) as usize;
+        let end = (start + n).min(self.buf.len());
+        &self.buf[start..end]
+    }
+
+    /// Ensures `[at, at + need)` (clamped to the file) is in the buffer.
+    fn fill(&mut self, at: u64, need: usize) -> Result<(), Error> {
+        let need = need.min(self.len.saturating_sub(at) as usize);
+        let have_end = self.buf_off + self.buf.len() as u64;
+        if at >= self.buf_off && at + need as u64 <= have_end {
+            return Ok(());
+        }
+        let want = need.max(CHUNK).min(self.len.saturating_sub(at) as usize);
+        if at >= self.buf_off && at <= have_end {
+            // Keep what overlaps, read the rest.
+            let keep_from = (at - self.buf_off) as usize;
+            self.buf.drain(..keep_from);
+        } else {
+            self.buf.clear();
+        }
+        self.buf_off = at;
+        let mut have = self.buf.len();
+        self.buf.resize(want, 0);
+        while have < want {
+            let n = self
+                .file
+                .read_at(&mut self.buf[have..], at + have as u64)
+                .map_err(|e| Error::io("read", &self.path, e))?;
+            if n == 0 {
+                break;
+            }
+            have += n;
+        }
+        self.buf.truncate(have);
+        Ok(())
+    }
+
+    fn check_binary_at(&mut self, at: u64) -> Result<Result<format::Header, Damage>, Error> {
+        let remaining = self.len - at;
+        self.fill(at, HEADER_LEN)?;
+        let head = self.window(at, HEADER_LEN);
+        if head.len() < HEADER_LEN {
+            return Ok(Err(Damage::TruncatedHeader { remaining }));
+        }
+        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as u64;
+        if len == 0 || len > self.max || len > remaining - HEADER_LEN as u64 {
+            return Ok(check_binary(head, remaining, self.max));
+        }
+        let total = HEADER_LEN + len as usize;
+        self.fill(at, total)?;
+        Ok(check_binary(self.window(at, total), remaining, self.max))
+    }
+
+    /// Finds the line starting at `at`: `Ok(Ok(newline offset))` or damage.
+    fn find_line(&mut self, at: u64) -> Result<Result<u64, Damage>, Error> {
+        let limit = self.max + 1;
+        let mut searched = 0usize;
+        loop {
+            let avail_end = (self.len - at).min(limit) as usize;
+            let want = (searched.max(4096) * 2).min(avail_end);
+            self.fill(at, want)?;
+            let w = self.window(at, want);
+            if let Some(i) = memchr_from(w, searched) {
+                return Ok(Ok(at + i as u64));
+            }
+            searched = w.len();
+            if searched >= avail_end {
+                return Ok(Err(if (self.len - at) > self.max {
+                    Damage::LineTooLong { max: self.max }
+                } else {
+                    Damage::NoNewline
+                }));
+            }
+        }
+    }
+
+    /// Is there an intact record starting after `after`? Returns its offset.
+    fn find_valid_after(&mut self, after: u64) -> Result<Option<u64>, Error> {
+        match self.format {
+            LogFormat::Binary => {
+                let mut p = after + 1;
+                while p + HEADER_LEN as u64 <= self.len {
+                    if self.check_binary_at(p)?.is_ok() {
+                        return Ok(Some(p));
+                    }
+                    p += 1;
+                }
+                Ok(None)
+            }
+            LogFormat::Json => {
+                // Resynchronize at each later line start.
+                let mut p = match self.find_line(after)? {
+                    Ok(nl) => nl + 1,
+                    Err(_) => return Ok(None),
+                };
+                while p < self.len {
+                    match self.find_line(p)? {
+                        Ok(nl) => {
+                            let line = self.window(p, (nl - p) as usize);
+                            if check_json_line(line).is_ok() {
+                                return Ok(Some(p));
+                            }
+                            p = nl + 1;
+                        }
+                        Err(_) => return Ok(None),
+                    }
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Applies the recovery mode to damage at `offset`. `Ok(true)`: go on
+    /// (the position moved past the damage); `Ok(false)`: the log ends here.
+    pub fn damage(&mut self, offset: u64, d: Damage) -> Result<bool, Error> {
+        let corrupt = |reason: String| Error::Corrupt {
+            path: self.path.clone(),
+            offset,
+            reason,
+        };
+        match self.mode {
+            RecoveryMode::AbsoluteConsistency => {
+                self.done = true;
+                Err(corrupt(d.to_string()))
+            }
+            RecoveryMode::TolerateTail => match self.find_valid_after(offset)? {
+                Some(next) => {
+                    self.done = true;
+                    Err(Error::Corrupt {
+                        path: self.path.clone(),
+                        offset,
+                        reason: format!(
+                            "{d}, and an intact record follows at offset {next}: this is corruption in the middle, not a torn tail"
+                        ),
+                    })
+                }
+                None => {
+                    self.torn = Some(TornTail {
+                        offset,
+                        reason: d.to_string(),
+                    });
+                    self.done = true;
+                    Ok(false)
+                }
+            },
+            RecoveryMode::SkipCorrupted => match self.find_valid_after(offset)? {
+                Some(next) => {
+                    self.skipped.push(offset..next);
+                    self.pos = next;
+                    Ok(true)
+                }
+                None => {
+                    self.skipped.push(offset..self.len);
+                    self.torn = Some(TornTail {
+                        offset,
+                        reason: d.to_string(),
+                    });
+                    self.pos = self.len;
+                    self.done = true;
+                    Ok(false)
+                }
+            },
+        }
+    }
+
+    /// The next intact record (framing and checksum only; a JSON line's
+    /// syntax is checked by the caller, which may call [`Scanner::damage`]).
+    pub fn next_raw(&mut self) -> Result<Option<RawRecord>, Error> {
+        loop {
+            if self.done || self.pos >= self.len {
+                return Ok(None);
+            }
+            let at = self.pos;
+            let found = match self.format {
+                LogFormat::Binary => self.check_binary_at(at)?.map(|h| {
+                    let start = (at - self.buf_off) as usize + HEADER_LEN;
+                    RawRecord {
+                        offset: at,
+                        end: at + HEADER_LEN as u64 + h.len as u64,
+                        payload: start..start + h.len as usize,
+                        header_lsn: h.lsn(),
+                    }
+                }),
+                LogFormat::Json => self.find_line(at)?.map(|nl| {
+                    let start = (at - self.buf_off) as usize;
+                    RawRecord {
+                        offset: at,
+                        end: nl + 1,
+                        payload: start..start + (nl - at) as usize,
+                        header_lsn: None,
+                    }
+                }),
+            };
+            match found {
+                Ok(r) => {
+                    self.pos = r.end;
+                    return Ok(Some(r));
+                }
+                Err(d) => {
+                    if !self.damage(at, d)? {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The payload bytes of `r` (valid until the next call that moves).
+    pub fn payload(&self, r: &RawRecord) -> &[u8] {
+        &self.buf[r.payload.clone()]
+    }
+
+    /// Handles an undecodable JSON line: damage when it is not JSON at all.
+    /// Returns `Ok(None)` when the line is valid JSON (a decode error
+    /// then), `Ok(Some(go_on))` when it was treated as damage.
+    pub fn json_line_damage(&mut self, r: &RawRecord) -> Result<Option<bool>, Error> {
+        match check_json_line(self.payload(r)) {
+            Ok(()) => Ok(None),
+            Err(d) => {
+                self.pos = r.offset;
+                self.done = false;
+                self.damage(r.offset, d).map(Some)
+            }
+        }
+    }
+}
+
+fn memchr_from(w: &[u8], from: usize) -> Option<usize> {
+    w.get(from..)?
+        .iter()
+        .position(|&c| c == b'\n')
+        .map(|i| i + from)
+}
+
+/// An entry read back: its byte offset, the Log, and its LSN.
+pub type ReadItem<T> = (u64, Log<T>, Option<Lsn>);
+
+/// A blocking iterator over the entries of a log.
+///
+/// Yields `Err` once and then ends when it meets damage the recovery mode
+/// does not tolerate. After it ends, [`EntryIter::torn_tail`] and
+/// [`EntryIter::skipped`] say what was passed over.
+pub struct EntryIter<T> {
+    scanner: Option<Scanner>,
+    pending_error: Option<Error>,
+    from_lsn: Option<Lsn>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for EntryIter<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryIter")
+            .field("path", &self.scanner.as_ref().map(|s| s.path.clone()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> EntryIter<T> {
+    /// The torn tail the log ended in, if any.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.scanner.as_ref().and_then(|s| s.torn.as_ref())
+    }
+    /// Byte ranges skipped in `SkipCorrupted` mode.
+    pub fn skipped(&self) -> &[Range<u64>] {
+        self.scanner.as_ref().map_or(&[], |s| &s.skipped)
+    }
+    /// The detected (or given) format.
+    pub fn format(&self) -> Option<LogFormat> {
+        self.scanner.as_ref().map(|s| s.format)
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for EntryIter<T> {
+    type Item = Result<ReadItem<T>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.pending_error.take() {
+            return Some(Err(e));
+        }
+        let s = self.scanner.as_mut()?;
+        loop {
+            let r = match s.next_raw() {
+                Ok(Some(r)) => r,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            if let Some(from) = self.from_lsn {
+                let lsn = match s.format {
+                    LogFormat::Binary => r.header_lsn,
+                    LogFormat::Json => json_tail_lsn(s.payload(&r)).flatten(),
+                };
+                if let Some(l) = lsn
+                    && l < from
+                {
+                    continue;
+                }
+            }
+            match serde_json::from_slice::<Log<T>>(s.payload(&r)) {
+                Ok(log) => {
+                    let lsn = r.header_lsn.or(log.lsn);
+                    if let (Some(from), None) = (self.from_lsn, lsn) {
+                        // An entry without an LSN cannot be at or above one.
+                        let _ = from;
+                        continue;
+                    }
+                    if let (Some(from), Some(l)) = (self.from_lsn, lsn)
+                        && l < from
+                    {
+                        continue;
+                    }
+                    return Some(Ok((r.offset, log, lsn)));
+                }
+                Err(e) => {
+                    if s.format == LogFormat::Json {
+                        match s.json_line_damage(&r) {
+                            Ok(Some(true)) => continue,
+                            Ok(Some(false)) => return None,
+                            Ok(None) => {}
+                            Err(err) => return Some(Err(err)),
+                        }
+                    }
+                    let err = Error::Decode {
+                        path: s.path.clone(),
+                        offset: r.offset,
+                        reason: e.to_string(),
+                    };
+                    self.scanner = None;
+                    return Some(Err(err));
+                }
+            }
+        }
+    }
+}
+
+/// Reads a log from `from_offset` (which must be the start of a record),
+/// decoding each entry into `T`, as a blocking iterator.
+///
+/// ```no_run
+/// use hyperlog::{Message, ReadOptions};
+/// for item in hyperlog::read_entries_blocking::<Message>("logs/app.log.json", 0, ReadOptions::default()) {
+///     let (offset, log, lsn) = item?;
+///     println!("{offset} {lsn:?} {:?}", log.entry.message);
+/// }
+/// # Ok::<(), hyperlog::Error>(())
+/// ```
+pub fn read_entries_blocking<T: DeserializeOwned>(
+    path: impl AsRef<Path>,
+    from_offset: u64,
+    options: ReadOptions,
+) -> EntryIter<T> {
+    let path = path.as_ref();
+    let opened = Scanner::open(
+        &*options.file_system,
+        path,
+        options.format,
+        options.max_record_size,
+        options.recovery,
+    )
+    .and_then(|mut s| s.seek(from_offset).map(|()| s));
+    match opened {
+        Ok(s) => EntryIter {
+            scanner: Some(s),
+            pending_error: None,
+            from_lsn: options.from_lsn,
+            _t: PhantomData,
+        },
+        Err(e) => EntryIter {
+            scanner: None,
+            pending_error: Some(e),
+            from_lsn: None,
+            _t: PhantomData,
+        },
+    }
+}
+
+/// Reads a log as a [`futures::Stream`] of `(offset, Log<T>, Option<Lsn>)`.
+///
+/// The file is read on a background thread and entries arrive in chunks, so
+/// the stream works under any executor and never blocks it.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use hyperlog::{Message, ReadOptions};
+/// # futures::executor::block_on(async {
+/// let mut entries = hyperlog::read_entries::<Message>("data/node.wal", 0, ReadOptions::default());
+/// while let Some(item) = entries.next().await {
+///     let (offset, log, lsn) = item?;
+/// #   let _ = (offset, log, lsn);
+/// }
+/// # Ok::<(), hyperlog::Error>(())
+/// # });
+/// ```
+pub fn read_entries<T>(
+    path: impl AsRef<Path>,
+    from_offset: u64,
+    options: ReadOptions,
+) -> EntryStream<T>
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    let path = path.as_ref().to_path_buf();
+    let (tx, rx) = flume::bounded::<Vec<Result<ReadItem<T>, Error>>>(4);
+    let spawned = std::thread::Builder::new()
+        .name("hyperlog-reader".into())
+        .spawn(move || {
+            let mut it = read_entries_blocking::<T>(&path, from_offset, options);
+            let mut chunk = Vec::with_capacity(256);
+            for item in it.by_ref() {
+                chunk.push(item);
+                if chunk.len() == 256 && tx.send(std::mem::take(&mut chunk)).is_err() {
+                    return;
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.send(chunk);
+            }
+        });
+    let (rx, current) = match spawned {
+        Ok(_) => (Some(rx.into_stream()), Vec::new().into_iter()),
+        Err(e) => (
+            None,
+            vec![Err(Error::io("spawn reader thread for", "", e))].into_iter(),
+        ),
+    };
+    EntryStream { rx, current }
+}
+
+type Chunk<T> = Vec<Result<ReadItem<T>, Error>>;
+
+/// The stream returned by [`read_entries`].
+pub struct EntryStream<T: 'static> {
+    rx: Option<flume::r#async::RecvStream<'static, Chunk<T>>>,
+    current: std::vec::IntoIter<Result<ReadItem<T>, Error>>,
+}
+
+impl<T: 'static> std::fmt::Debug for EntryStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryStream").finish_non_exhaustive()
+    }
+}
+
+impl<T: 'static> futures::Stream for EntryStream<T> {
+    type Item = Result<ReadItem<T>, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        loop {
+            if let Some(item) = self.current.next() {
+                return Poll::Ready(Some(item));
+            }
+            let Some(rx) = self.rx.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(rx).poll_next(cx) {
+                Poll::Ready(Some(chunk)) => self.current = chunk.into_iter(),
+                Poll::Ready(None) => {
+                    self.rx = None;
+                    return Poll::Ready(None);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl<T: 'static> Unpin for EntryStream<T> {}
+
+/// What a scan of a whole log found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanSummary {
+    /// The file's format.
+    pub format: LogFormat,
+    /// Intact records.
+    pub records: u64,
+    /// The first LSN found.
+    pub first_lsn: Option<Lsn>,
+    /// The last LSN found.
+    pub last_lsn: Option<Lsn>,
+    /// The end of the last intact record: where appending continues.
+    pub valid_len: u64,
+    /// The file's length.
+    pub file_len: u64,
+    /// The torn tail, if the file ends in one.
+    pub torn: Option<TornTail>,
+    /// Ranges skipped in `SkipCorrupted` mode.
+    pub skipped: Vec<Range<u64>>,
+}
+
+/// Scans a whole log, checking every record (checksums, and JSON syntax for
+/// JSON lines), without decoding entries.
+pub fn scan_log(
+    fs: &dyn FileSystem,
+    path: &Path,
+    format: Option<LogFormat>,
+    max_record_size: u64,
+    mode: RecoveryMode,
+) -> Result<ScanSummary, Error> {
+    let mut s = Scanner::open(fs, path, format, max_record_size, mode)?;
+    let mut sum = ScanSummary {
+        format: s.format,
+        records: 0,
+        first_lsn: None,
+        last_lsn: None,
+        valid_len: 0,
+        file_len: s.len,
+        torn: None,
+        skipped: Vec::new(),
+    };
+    while let Some(r) = s.next_raw()? {
+        let lsn = match s.format {
+            LogFormat::Binary => r.header_lsn,
+            LogFormat::Json => {
+                let line = s.payload(&r);
+                if check_json_line(line).is_err() {
+                    match s.json_line_damage(&r)? {
+                        Some(true) => continue,
+                        Some(false) => break,
+                        None => {}
+                    }
+                }
+                json_lsn(s.payload(&r))
+            }
+        };
+        sum.records += 1;
+        if lsn.is_some() {
+            sum.first_lsn = sum.first_lsn.or(lsn);
+            sum.last_lsn = lsn;
+        }
+        sum.valid_len = r.end;
+    }
+    sum.torn = s.torn.clone();
+    sum.skipped = std::mem::take(&mut s.skipped);
+    Ok(sum)
+}
+
+/// The LSN of a JSON payload: the fast tail form, else a parse of the `lsn`
+/// field alone.
+fn json_lsn(line: &[u8]) -> Option<Lsn> {
+    if let Some(l) = json_tail_lsn(line) {
+        return l;
+    }
+    #[derive(serde::Deserialize)]
+    struct OnlyLsn {
+        #[serde(default)]
+        lsn: Option<Lsn>,
+    }
+    serde_json::from_slice::<OnlyLsn>(line)
+        .ok()
+        .and_then(|o| o.lsn)
+}
+
+/// The last LSN in a log, reading only its tail when it can (the last record
+/// ends exactly at the end of the file and lies in the last 1 MiB); otherwise
+/// a full scan in `TolerateTail` mode.
+pub fn get_last_lsn_blocking(
+    path: impl AsRef<Path>,
+    options: &ReadOptions,
+) -> Result<Option<Lsn>, Error> {
+    let path = path.as_ref();
+    let fs = &*options.file_system;
+    let file = fs.open_read(path).map_err(|e| Error::io("open", path, e))?;
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    if len == 0 {
+        return Ok(None);
+    }
+    let window = len.min(CHUNK as u64);
+    let start = len - window;
+    let mut buf = vec![0u8; window as usize];
+    let mut have = 0;
+    while have < buf.len() {
+        let n = file
+            .read_at(&mut buf[have..], start + have as u64)
+            .map_err(|e| Error::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        have += n;
+    }
+    buf.truncate(have);
+    let format = match options.format {
+        Some(f) => Some(f),
+        None => {
+            let mut head = vec![
+                0u8;
+                (HEADER_LEN as u64 + options.max_record_size)
+                    .min(len)
+                    .min(CHUNK as u64) as usize
+            ];
+            let n = file
+                .read_at(&mut head, 0)
+                .map_err(|e| Error::io("read", path, e))?;
+            detect_format(&head[..n], len, options.max_record_size)
+        }
+    };
+    if let Some(found) = tail_lsn(&buf, start, len, format, options.max_record_size) {
+        return Ok(found);
+    }
+    let sum = scan_log(
+        fs,
+        path,
+        format,
+        options.max_record_size,
+        RecoveryMode::TolerateTail,
+    )?;
+    Ok(sum.last_lsn)
+}
+
+/// Tries to find the last record within the tail window `buf` (which starts
+/// at file offset `start`). `None`: not found, scan instead.
+fn tail_lsn(
+    buf: &[u8],
+    start: u64,
+    len: u64,
+    format: Option<LogFormat>,
+    max: u64,
+) -> Option<Option<Lsn>> {
+    match format? {
+        LogFormat::Json => {
+            let body = buf.strip_suffix(b"\n")?;
+            let line_start = match body.iter().rposition(|&c| c == b'\n') {
+                Some(i) => i + 1,
+                None if start == 0 => 0,
+                None => return None,
+            };
+            let line = &body[line_start..];
+            check_json_line(line).ok()?;
+            Some(json_lsn(line))
+        }
+        LogFormat::Binary => {
+            let n = buf.len();
+            (0..n.saturating_sub(HEADER_LEN - 1)).find_map(|i| {
+                let remaining = len - (start + i as u64);
+                let h = check_binary(&buf[i..], remaining, max).ok()?;
+                (i + HEADER_LEN + h.len as usize == n)
+                    .then(|| h.lsn().or_else(|| json_lsn(&buf[i + HEADER_LEN..])))
+            })
+        }
+    }
+}
+
+/// The last LSN in a log (async form of [`get_last_lsn_blocking`], run on a
+/// background thread).
+pub async fn get_last_lsn(path: impl AsRef<Path>) -> Result<Option<Lsn>, Error> {
+    let path = path.as_ref().to_path_buf();
+    let (tx, rx) = futures::channel::oneshot::channel();
+    std::thread::Builder::new()
+        .name("hyperlog-last-lsn".into())
+        .spawn(move || {
+            let _ = tx.send(get_last_lsn_blocking(&path, &ReadOptions::default()));
+        })
+        .map_err(|e| Error::io("spawn thread for", "", e))?;
+    rx.await.unwrap_or_else(|_| {
+        Err(Error::Closed {
+            target: "get_last_lsn".into(),
+        })
+    })
+}

@@ -1,0 +1,732 @@
+//! The one write path: a thread per open file (or console), fed by a bounded
+//! queue.
+//!
+//! The writer takes whatever is queued (up to `batch_max_size` entries and
+//! `batch_max_bytes` bytes; one entry in `Fsync` mode), finishes each record
+//! (hands out its LSN, frames it), writes the group with one `write`, and then
+//! applies the durability policy:
+//!
+//! | mode | after the write |
+//! | --- | --- |
+//! | `None` | nothing: producers were acknowledged on enqueue |
+//! | `Flush` | acknowledge the group |
+//! | `Fsync` | `fdatasync`, acknowledge the one entry |
+//! | `FsyncBatch` | `fdatasync`, acknowledge the whole group |
+//!
+//! Entries that arrive while a sync runs wait in the queue and ride on the
+//! next one: group commit without a fixed delay (`batch_timeout` adds one on
+//! request).
+//!
+//! **Failure**: when a write or sync fails in `Flush`, `Fsync` or
+//! `FsyncBatch`, the failing group gets the error and the writer is
+//! *poisoned*: it never syncs that file again (Linux may have dropped the
+//! dirty pages, so a retried `fdatasync` could report a false success) and
+//! every entry queued behind or sent later gets [`Error::Poisoned`] naming the
+//! first failure. No waiter is left hanging: every request holds a oneshot
+//! sender, and a dropped sender reads as [`Error::Closed`]. In `None` mode
+//! there is nobody to tell, so the error goes to the error handler and is
+//! returned by the next `flush`/`close`; the writer cuts the file back to its
+//! last good length and carries on.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use futures::channel::oneshot;
+
+use crate::entry::CallSite;
+use crate::format::{self, LogFormat};
+use crate::fs::{FileSystem, WritableFile, parent_dir};
+use crate::lsn::{LsnGenerator, now_ms};
+use crate::options::{ConsoleStream, ErrorHandler};
+use crate::reader::{ScanSummary, scan_log};
+use crate::{DurabilityMode, Error, Lsn, Message, RecoveryMode};
+
+/// The acknowledgement of one entry: its LSN, or why it was not made durable.
+pub(crate) type Ack = oneshot::Sender<Result<Option<Lsn>, Error>>;
+
+/// Where the outcome of opening (and recovering) a file arrives.
+pub(crate) type Opened = oneshot::Receiver<Result<Option<RecoveryReport>, Error>>;
+
+/// What producers send to a writer.
+pub(crate) enum Request {
+    /// An entry, serialized up to its LSN (files) or rendered (console).
+    Record {
+        bytes: Vec<u8>,
+        to_stderr: bool,
+        ack: Option<Ack>,
+    },
+    /// Finish everything queued before this; `sync` forces an `fdatasync`.
+    Flush {
+        sync: bool,
+        ack: oneshot::Sender<Result<(), Error>>,
+    },
+    /// Flush, sync, release the file and stop.
+    Close {
+        ack: oneshot::Sender<Result<(), Error>>,
+    },
+}
+
+/// State shared between a writer and its producers.
+pub(crate) struct Shared {
+    pub target: String,
+    pub path: Option<PathBuf>,
+    poisoned: OnceLock<Error>,
+    /// Errors of `None` mode waiting for the next flush/close.
+    pending: Mutex<Option<Error>>,
+    pub dropped: AtomicU64,
+    pub syncs: AtomicU64,
+    pub writes: AtomicU64,
+    pub closed: AtomicBool,
+    handler: ErrorHandler,
+}
+
+impl Shared {
+    pub fn poisoned(&self) -> Option<Error> {
+        self.poisoned.get().map(|first| Error::Poisoned {
+            path: self.path.clone().unwrap_or_default(),
+            first: Arc::new(first.clone()),
+        })
+    }
+
+    fn poison(&self, first: &Error) {
+        let _ = self.poisoned.set(first.clone());
+    }
+
+    fn report(&self, e: Error) {
+        (self.handler)(&e);
+        let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        p.get_or_insert(e);
+    }
+
+    fn take_pending(&self) -> Option<Error> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+}
+
+/// The default error handler: one line to stderr per kind of error, then a
+/// count every power of two.
+pub(crate) fn default_error_handler() -> ErrorHandler {
+    let counts: Mutex<HashMap<String, u64>> = Mutex::new(HashMap::new());
+    Arc::new(move |e: &Error| {
+        let kind = format!("{:?}", std::mem::discriminant(e));
+        let mut c = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = c.entry(kind).or_insert(0);
+        *n += 1;
+        if n.is_power_of_two() {
+            let _ = writeln!(std::io::stderr(), "hyperlog: {e} (seen {n} time(s))");
+        }
+    })
+}
+
+/// How a writer is set up.
+pub(crate) struct WriterConfig {
+    pub sink: SinkConfig,
+    pub durability: DurabilityMode,
+    pub format: LogFormat,
+    pub lsn_instance: Option<u16>,
+    pub batch_max_size: usize,
+    pub batch_max_bytes: usize,
+    pub batch_timeout: Duration,
+    pub queue_capacity: usize,
+    pub max_record_size: u64,
+    pub recovery: RecoveryMode,
+    pub handler: ErrorHandler,
+}
+
+/// Where a writer writes.
+pub(crate) enum SinkConfig {
+    File {
+        path: PathBuf,
+        fs: Arc<dyn FileSystem>,
+        mode: u32,
+    },
+    Console(ConsoleStream),
+}
+
+/// What recovery did when an existing file was opened for append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The log file.
+    pub path: PathBuf,
+    /// Whether the file was created by this open.
+    pub created: bool,
+    /// Intact records found.
+    pub records: u64,
+    /// The last LSN on disk; new LSNs continue above it.
+    pub last_lsn: Option<Lsn>,
+    /// Bytes of torn tail cut off the end.
+    pub bytes_cut: u64,
+    /// The side file that keeps the cut bytes.
+    pub saved_to: Option<PathBuf>,
+    /// What was wrong with the tail.
+    pub tail_damage: Option<String>,
+    /// Damaged ranges accepted in the middle (with `RecoveryMode::SkipCorrupted`).
+    pub skipped: Vec<std::ops::Range<u64>>,
+}
+
+/// The producers' handle on a running writer.
+pub(crate) struct WriterHandle {
+    pub tx: flume::Sender<Request>,
+    pub shared: Arc<Shared>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl WriterHandle {
+    /// Starts a writer thread; it opens and recovers the file first and
+    /// reports the outcome through the returned receiver.
+    pub fn spawn(cfg: WriterConfig) -> Result<(Arc<WriterHandle>, Opened), Error> {
+        let (path, target) = match &cfg.sink {
+            SinkConfig::File { path, .. } => (Some(path.clone()), path.display().to_string()),
+            SinkConfig::Console(ConsoleStream::Stdout) => (None, "stdout".to_string()),
+            SinkConfig::Console(ConsoleStream::Stderr) => (None, "stderr".to_string()),
+        };
+        let shared = Arc::new(Shared {
+            target: target.clone(),
+            path,
+            poisoned: OnceLock::new(),
+            pending: Mutex::new(None),
+            dropped: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+            handler: cfg.handler.clone(),
+        });
+        let (tx, rx) = flume::bounded(cfg.queue_capacity);
+        let (open_tx, open_rx) = oneshot::channel();
+        let s2 = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("hyperlog-writer:{target}"))
+            .spawn(move || {
+                let mut w = match Writer::open(cfg, s2, rx) {
+                    Ok((w, report)) => {
+                        let _ = open_tx.send(Ok(report));
+                        w
+                    }
+                    Err(e) => {
+                        let _ = open_tx.send(Err(e));
+                        return;
+                    }
+                };
+                w.run();
+            })
+            .map_err(|e| Error::io("spawn writer thread for", &target, e))?;
+        Ok((
+            Arc::new(WriterHandle {
+                tx,
+                shared,
+                thread: Mutex::new(Some(thread)),
+            }),
+            open_rx,
+        ))
+    }
+
+    /// Sends a close request and waits for the thread.
+    pub fn close_blocking(&self) -> Result<(), Error> {
+        let res = match self.request_close() {
+            Some(rx) => crate::block_on(rx).unwrap_or(Ok(())),
+            None => Ok(()),
+        };
+        self.join();
+        res
+    }
+
+    pub fn request_close(&self) -> Option<oneshot::Receiver<Result<(), Error>>> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let (ack, rx) = oneshot::channel();
+        self.tx.send(Request::Close { ack }).ok().map(|()| rx)
+    }
+
+    pub fn join(&self) {
+        let t = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = t
+            && t.thread().id() != std::thread::current().id()
+        {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WriterHandle {
+    fn drop(&mut self) {
+        // Dropping the last handle flushes what was acknowledged.
+        let _ = self.close_blocking();
+    }
+}
+
+enum Sink {
+    File {
+        path: PathBuf,
+        file: Box<dyn WritableFile>,
+        /// The length up to the end of the last fully written group.
+        good_len: u64,
+    },
+    Console(ConsoleStream),
+}
+
+struct Writer {
+    sink: Sink,
+    shared: Arc<Shared>,
+    rx: flume::Receiver<Request>,
+    format: LogFormat,
+    lsn: Option<LsnGenerator>,
+    durability: DurabilityMode,
+    group_max: usize,
+    group_max_bytes: usize,
+    batch_timeout: Duration,
+    max_record_size: u64,
+    buf: Vec<u8>,
+    err_buf: Vec<u8>,
+    acks: Vec<(Ack, Option<Lsn>)>,
+}
+
+impl Writer {
+    fn open(
+        cfg: WriterConfig,
+        shared: Arc<Shared>,
+        rx: flume::Receiver<Request>,
+    ) -> Result<(Writer, Option<RecoveryReport>), Error> {
+        let mut lsn = cfg.lsn_instance.map(LsnGenerator::new);
+        let (sink, report) = match cfg.sink {
+            SinkConfig::Console(stream) => (Sink::Console(stream), None),
+            SinkConfig::File { path, fs, mode } => {
+                let (file, report) = open_file(
+                    &*fs,
+                    &path,
+                    mode,
+                    cfg.format,
+                    cfg.max_record_size,
+                    cfg.recovery,
+                )?;
+                if let (Some(g), Some(last)) = (lsn.as_mut(), report.last_lsn) {
+                    g.resume_after(last);
+                }
+                let good_len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+                (
+                    Sink::File {
+                        path,
+                        file,
+                        good_len,
+                    },
+                    Some(report),
+                )
+            }
+        };
+        let group_max = if cfg.durability == DurabilityMode::Fsync {
+            1
+        } else {
+            cfg.batch_max_size
+        };
+        Ok((
+            Writer {
+                sink,
+                shared,
+                rx,
+                format: cfg.format,
+                lsn,
+                durability: cfg.durability,
+                group_max,
+                group_max_bytes: cfg.batch_max_bytes,
+                batch_timeout: cfg.batch_timeout,
+                max_record_size: cfg.max_record_size,
+                buf: Vec::with_capacity(64 * 1024),
+                err_buf: Vec::new(),
+                acks: Vec::new(),
+            },
+            report,
+        ))
+    }
+
+    fn run(&mut self) {
+        let mut group: Vec<(Vec<u8>, bool, Option<Ack>)> = Vec::new();
+        loop {
+            let first = match self.rx.recv() {
+                Ok(r) => r,
+                Err(_) => {
+                    // Every producer is gone: finish quietly.
+                    let _ = self.finish(true);
+                    return;
+                }
+            };
+            let mut control = None;
+            let mut bytes = 0usize;
+            match first {
+                Request::Record {
+                    bytes: b,
+                    to_stderr,
+                    ack,
+                } => {
+                    bytes += b.len();
+                    group.push((b, to_stderr, ack));
+                }
+                other => control = Some(other),
+            }
+            let deadline = (self.durability.syncs() && !self.batch_timeout.is_zero())
+                .then(|| Instant::now() + self.batch_timeout);
+            while control.is_none()
+                && !group.is_empty()
+                && group.len() < self.group_max
+                && bytes < self.group_max_bytes
+            {
+                let next = match self.rx.try_recv() {
+                    Ok(r) => r,
+                    Err(flume::TryRecvError::Empty) => match deadline {
+                        Some(d) => match self.rx.recv_deadline(d) {
+                            Ok(r) => r,
+                            Err(_) => break,
+                        },
+                        None => break,
+                    },
+                    Err(flume::TryRecvError::Disconnected) => break,
+                };
+                match next {
+                    Request::Record {
+                        bytes: b,
+                        to_stderr,
+                        ack,
+                    } => {
+                        bytes += b.len();
+                        group.push((b, to_stderr, ack));
+                    }
+                    other => control = Some(other),
+                }
+            }
+            if !group.is_empty() {
+                self.commit(&mut group);
+            }
+            match control {
+                None => {}
+                Some(Request::Flush { sync, ack }) => {
+                    let _ = ack.send(self.flush(sync));
+                }
+                Some(Request::Close { ack }) => {
+                    let res = self.finish(false);
+                    let _ = ack.send(res);
+                    return;
+                }
+                Some(Request::Record { .. }) => unreachable!("records are never held as control"),
+            }
+        }
+    }
+
+    /// Writes and (per policy) syncs one group, then acknowledges it.
+    fn commit(&mut self, group: &mut Vec<(Vec<u8>, bool, Option<Ack>)>) {
+        if let Some(p) = self.shared.poisoned() {
+            for (_, _, ack) in group.drain(..) {
+                if let Some(a) = ack {
+                    let _ = a.send(Err(p.clone()));
+                }
+            }
+            return;
+        }
+        self.buf.clear();
+        self.err_buf.clear();
+        self.acks.clear();
+        let dropped = self.shared.dropped.swap(0, Ordering::AcqRel);
+        if dropped > 0 {
+            self.append_drop_notice(dropped);
+        }
+        let now = now_ms();
+        for (bytes, to_stderr, ack) in group.drain(..) {
+            match &self.sink {
+                Sink::Console(_) => {
+                    if to_stderr {
+                        self.err_buf.extend_from_slice(&bytes)
+                    } else {
+                        self.buf.extend_from_slice(&bytes)
+                    }
+                    if let Some(a) = ack {
+                        self.acks.push((a, None));
+                    }
+                }
+                Sink::File { path, .. } => {
+                    let len =
+                        format::payload_len(&bytes, self.lsn.as_ref().map(|_| Lsn::new(u64::MAX)));
+                    if len as u64 > self.max_record_size {
+                        if let Some(a) = ack {
+                            let _ = a.send(Err(Error::RecordTooLarge {
+                                path: path.clone(),
+                                len: len as u64,
+                                max: self.max_record_size,
+                            }));
+                        }
+                        continue;
+                    }
+                    let lsn = self.lsn.as_mut().map(|g| g.next(now));
+                    format::finish_record(self.format, &bytes, lsn, &mut self.buf);
+                    if let Some(a) = ack {
+                        self.acks.push((a, lsn));
+                    }
+                }
+            }
+        }
+        let result = self.write_and_sync();
+        match result {
+            Ok(()) => {
+                for (a, lsn) in self.acks.drain(..) {
+                    let _ = a.send(Ok(lsn));
+                }
+            }
+            Err(e) => {
+                if self.durability == DurabilityMode::None {
+                    self.shared.report(e.clone());
+                } else {
+                    self.shared.poison(&e);
+                }
+                for (a, _) in self.acks.drain(..) {
+                    let _ = a.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn write_and_sync(&mut self) -> Result<(), Error> {
+        match &mut self.sink {
+            Sink::Console(stream) => {
+                let (out, err) = (&self.buf, &self.err_buf);
+                let res = if *stream == ConsoleStream::Stderr {
+                    let mut e = std::io::stderr().lock();
+                    e.write_all(out)
+                        .and_then(|()| e.write_all(err))
+                        .and_then(|()| e.flush())
+                } else {
+                    let mut o = std::io::stdout().lock();
+                    let r = o.write_all(out).and_then(|()| o.flush());
+                    r.and_then(|()| {
+                        if err.is_empty() {
+                            Ok(())
+                        } else {
+                            let mut e = std::io::stderr().lock();
+                            e.write_all(err).and_then(|()| e.flush())
+                        }
+                    })
+                };
+                res.map_err(|e| Error::io("write", &self.shared.target, e))
+            }
+            Sink::File {
+                path,
+                file,
+                good_len,
+                ..
+            } => {
+                if self.buf.is_empty() {
+                    return Ok(());
+                }
+                self.shared.writes.fetch_add(1, Ordering::Relaxed);
+                if let Err(e) = file.write_all(&self.buf) {
+                    // Cut a partial write back so the file holds whole records;
+                    // if that fails too, recovery treats it as a torn tail.
+                    let _ = file.truncate(*good_len);
+                    return Err(Error::io("write", path.clone(), e));
+                }
+                if self.durability.syncs() {
+                    self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+                    file.sync_data()
+                        .map_err(|e| Error::io("fdatasync", path.clone(), e))?;
+                }
+                *good_len += self.buf.len() as u64;
+                Ok(())
+            }
+        }
+    }
+
+    fn append_drop_notice(&mut self, dropped: u64) {
+        let text = format!("hyperlog dropped {dropped} entries because the queue was full");
+        self.shared.report(Error::Dropped {
+            target: self.shared.target.clone(),
+            count: dropped,
+        });
+        match &self.sink {
+            Sink::Console(_) => {
+                self.err_buf
+                    .extend_from_slice(format!("hyperlog: {text}\n").as_bytes());
+            }
+            Sink::File { .. } => {
+                let mut env = Vec::new();
+                let site = CallSite {
+                    file: Some(file!()),
+                    function: Some("hyperlog::writer"),
+                    line: Some(line!()),
+                };
+                if format::encode_envelope(
+                    &Message::warn(text),
+                    &site,
+                    crate::entry::thread_id(),
+                    &mut env,
+                )
+                .is_ok()
+                {
+                    let lsn = self.lsn.as_mut().map(|g| g.next(now_ms()));
+                    format::finish_record(self.format, &env, lsn, &mut self.buf);
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self, sync: bool) -> Result<(), Error> {
+        if let Some(p) = self.shared.poisoned() {
+            return Err(p);
+        }
+        if let Some(e) = self.shared.take_pending() {
+            return Err(e);
+        }
+        let dropped = self.shared.dropped.load(Ordering::Acquire);
+        if dropped > 0 {
+            self.commit(&mut Vec::new());
+        }
+        if sync && let Sink::File { path, file, .. } = &mut self.sink {
+            self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = file.sync_data() {
+                let e = Error::io("fdatasync", path.clone(), e);
+                self.shared.poison(&e);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Drains the queue, syncs and releases the file.
+    fn finish(&mut self, quiet: bool) -> Result<(), Error> {
+        let mut group = Vec::new();
+        let mut waiting = Vec::new();
+        for r in self.rx.drain() {
+            match r {
+                Request::Record {
+                    bytes,
+                    to_stderr,
+                    ack,
+                } => group.push((bytes, to_stderr, ack)),
+                Request::Flush { ack, .. } | Request::Close { ack } => waiting.push(ack),
+            }
+        }
+        while !group.is_empty() {
+            let n = group.len().min(self.group_max);
+            let mut chunk: Vec<_> = group.drain(..n).collect();
+            self.commit(&mut chunk);
+        }
+        let res = self.flush(matches!(self.sink, Sink::File { .. }));
+        if let (Err(e), true) = (&res, quiet) {
+            (self.shared.handler)(e);
+        }
+        for a in waiting {
+            let _ = a.send(res.clone());
+        }
+        // Release the file (and its lock) now.
+        self.sink = Sink::Console(ConsoleStream::Stdout);
+        res
+    }
+}
+
+/// Opens `path` for appending: creates it (and its directory entry, synced)
+/// or recovers it (cuts a torn tail into a side file), and takes the lock.
+fn open_file(
+    fs: &dyn FileSystem,
+    path: &Path,
+    mode: u32,
+    format: LogFormat,
+    max_record_size: u64,
+    recovery: RecoveryMode,
+) -> Result<(Box<dyn WritableFile>, RecoveryReport), Error> {
+    let dir = parent_dir(path);
+    fs.create_dir_all(&dir)
+        .map_err(|e| Error::io("create directory", &dir, e))?;
+    let (mut file, created) = fs
+        .open_append(path, mode)
+        .map_err(|e| Error::io("open", path, e))?;
+    if !file.try_lock().map_err(|e| Error::io("lock", path, e))? {
+        return Err(Error::Locked {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut report = RecoveryReport {
+        path: path.to_path_buf(),
+        created,
+        records: 0,
+        last_lsn: None,
+        bytes_cut: 0,
+        saved_to: None,
+        tail_damage: None,
+        skipped: Vec::new(),
+    };
+    if created {
+        fs.sync_dir(&dir)
+            .map_err(|e| Error::io("fsync directory", &dir, e))?;
+        return Ok((file, report));
+    }
+    let len = file.len().map_err(|e| Error::io("stat", path, e))?;
+    if len == 0 {
+        return Ok((file, report));
+    }
+    let sum: ScanSummary = scan_log(fs, path, None, max_record_size, recovery)?;
+    if sum.format != format {
+        return Err(Error::InvalidOption {
+            context: path.display().to_string(),
+            option: "format",
+            reason: format!(
+                "{} holds {:?} records but the context is configured for {:?}",
+                path.display(),
+                sum.format,
+                format
+            ),
+        });
+    }
+    report.records = sum.records;
+    report.last_lsn = sum.last_lsn;
+    report.skipped = sum.skipped.clone();
+    if let Some(torn) = &sum.torn {
+        report.tail_damage = Some(format!("at offset {}: {}", torn.offset, torn.reason));
+    }
+    if sum.valid_len < len {
+        // Keep the cut bytes beside the log: nothing is destroyed.
+        let cut = read_range(fs, path, sum.valid_len, len)?;
+        let side = side_file(fs, path, sum.valid_len);
+        fs.write_new(&side, &cut, mode)
+            .map_err(|e| Error::io("save torn tail to", &side, e))?;
+        fs.sync_dir(&dir)
+            .map_err(|e| Error::io("fsync directory", &dir, e))?;
+        file.truncate(sum.valid_len)
+            .map_err(|e| Error::io("truncate", path, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", path, e))?;
+        report.bytes_cut = len - sum.valid_len;
+        report.saved_to = Some(side);
+    }
+    Ok((file, report))
+}
+
+fn read_range(fs: &dyn FileSystem, path: &Path, from: u64, to: u64) -> Result<Vec<u8>, Error> {
+    let f = fs.open_read(path).map_err(|e| Error::io("open", path, e))?;
+    let mut buf = vec![0u8; (to - from) as usize];
+    let mut have = 0;
+    while have < buf.len() {
+        let n = f
+            .read_at(&mut buf[have..], from + have as u64)
+            .map_err(|e| Error::io("read", path, e))?;
+        if n == 0 {
+            break;
+        }
+        have += n;
+    }
+    buf.truncate(have);
+    Ok(buf)
+}
+
+/// `{path}.torn-{offset}` (with a counter if taken).
+fn side_file(fs: &dyn FileSystem, path: &Path, offset: u64) -> PathBuf {
+    let base = format!("{}.torn-{offset}", path.display());
+    let mut candidate = PathBuf::from(&base);
+    let mut n = 1;
+    while fs.exists(&candidate) {
+        candidate = PathBuf::from(format!("{base}.{n}"));
+        n += 1;
+    }
+    candidate
+}
