@@ -17,9 +17,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// A file opened for appending by a log's writer.
+///
+/// Writes go to the *write position*: it starts at the end of the file,
+/// follows [`truncate`](WritableFile::truncate), advances with each write, and
+/// is not moved by [`allocate`](WritableFile::allocate). So a preallocated
+/// (zero-filled) file is written from the end of its data, not from its end.
 #[allow(clippy::len_without_is_empty)]
 pub trait WritableFile: Send {
-    /// Writes some of `buf` at the end of the file, returning how many bytes
+    /// Writes some of `buf` at the write position, returning how many bytes
     /// were written (a short write is allowed, as with `write(2)`).
     fn write(&mut self, buf: &[u8]) -> io::Result<usize>;
     /// Makes the written data durable (`fdatasync`).
@@ -31,6 +36,15 @@ pub trait WritableFile: Send {
     /// Takes an exclusive advisory lock without waiting; `Ok(false)` when
     /// another holder has it.
     fn try_lock(&self) -> io::Result<bool>;
+
+    /// Makes the file at least `len` bytes long by writing zeros past its
+    /// end, and syncs them, so that later `fdatasync`s of data written over
+    /// them need not commit a new file size or allocate blocks. Returns
+    /// whether it did; the default does nothing (no preallocation).
+    fn allocate(&mut self, len: u64) -> io::Result<bool> {
+        let _ = len;
+        Ok(false)
+    }
 
     /// Writes all of `buf`, retrying short writes.
     fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
@@ -89,24 +103,48 @@ impl StdFs {
     }
 }
 
-struct StdWritable(File);
+/// A file written at a tracked position (`pwrite`), so zeros preallocated
+/// past the data are overwritten rather than appended to.
+struct StdWritable {
+    file: File,
+    pos: u64,
+}
 
 impl WritableFile for StdWritable {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        io::Write::write(&mut self.0, buf)
+        let n = write_at(&self.file, buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
     }
     fn sync_data(&mut self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
     }
     fn truncate(&mut self, len: u64) -> io::Result<()> {
-        // The file is opened with O_APPEND, so the next write lands at the new end.
-        self.0.set_len(len)
+        self.file.set_len(len)?;
+        self.pos = len;
+        Ok(())
     }
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        Ok(self.file.metadata()?.len())
+    }
+    fn allocate(&mut self, len: u64) -> io::Result<bool> {
+        let mut end = self.len()?;
+        if end >= len {
+            return Ok(true);
+        }
+        // Real zeros, not fallocate: an unwritten extent would still need a
+        // metadata change (and a journal commit) when first written.
+        let zeros = vec![0u8; 256 * 1024];
+        while end < len {
+            let n = ((len - end) as usize).min(zeros.len());
+            let w = write_at(&self.file, &zeros[..n], end)?;
+            end += w as u64;
+        }
+        self.file.sync_all()?;
+        Ok(true)
     }
     fn try_lock(&self) -> io::Result<bool> {
-        match self.0.try_lock() {
+        match self.file.try_lock() {
             Ok(()) => Ok(true),
             Err(std::fs::TryLockError::WouldBlock) => Ok(false),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
@@ -132,6 +170,17 @@ impl ReadableFile for StdReadable {
     }
 }
 
+fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::FileExt::write_at(f, buf, offset)
+    }
+    #[cfg(windows)]
+    {
+        std::os::windows::fs::FileExt::seek_write(f, buf, offset)
+    }
+}
+
 fn with_mode(o: &mut OpenOptions, mode: u32) -> &mut OpenOptions {
     #[cfg(unix)]
     {
@@ -145,13 +194,14 @@ fn with_mode(o: &mut OpenOptions, mode: u32) -> &mut OpenOptions {
 impl FileSystem for StdFs {
     fn open_append(&self, path: &Path, mode: u32) -> io::Result<(Box<dyn WritableFile>, bool)> {
         let created =
-            match with_mode(OpenOptions::new().append(true).create_new(true), mode).open(path) {
-                Ok(f) => return Ok((Box::new(StdWritable(f)), true)),
+            match with_mode(OpenOptions::new().write(true).create_new(true), mode).open(path) {
+                Ok(f) => return Ok((Box::new(StdWritable { file: f, pos: 0 }), true)),
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
                 Err(e) => return Err(e),
             };
-        let f = OpenOptions::new().append(true).open(path)?;
-        Ok((Box::new(StdWritable(f)), created))
+        let file = OpenOptions::new().write(true).open(path)?;
+        let pos = file.metadata()?.len();
+        Ok((Box::new(StdWritable { file, pos }), created))
     }
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>> {
         Ok(Box::new(StdReadable(File::open(path)?)))

@@ -103,6 +103,7 @@ mod entry;
 mod error;
 pub mod format;
 pub mod fs;
+mod group_commit;
 mod level;
 mod logger;
 mod lsn;

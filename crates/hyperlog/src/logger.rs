@@ -22,6 +22,9 @@ use crate::writer::{
 };
 use crate::{DurabilityMode, Error, LogLevel, Lsn, RecoveryReport};
 
+/// How long one blocking caller spins for its acknowledgement before it parks.
+const ACK_SPIN: std::time::Duration = std::time::Duration::from_micros(60);
+
 /// A registry of named contexts; cheap to clone and share.
 ///
 /// ```
@@ -186,6 +189,7 @@ impl Logger {
                     batch_timeout: o.batch_timeout,
                     queue_capacity: o.queue_capacity,
                     max_record_size: o.max_record_size,
+                    preallocate: o.preallocate_step(),
                     recovery: o.recovery,
                     handler: o
                         .error_handler
@@ -614,8 +618,41 @@ impl Context {
         }
         match rx {
             None => Ok(None),
-            Some(rx) => crate::block_on(rx).unwrap_or_else(|_| Err(self.send_failed())),
+            Some(rx) => self.wait_ack(rx),
         }
+    }
+
+    /// Waits for an acknowledgement on a blocking caller's thread. One
+    /// waiter at a time spins briefly (a parked thread takes tens of
+    /// microseconds to wake); the others park at once.
+    fn wait_ack(
+        &self,
+        mut rx: oneshot::Receiver<Result<Option<Lsn>, Error>>,
+    ) -> Result<Option<Lsn>, Error> {
+        let shared = &self.inner.writer.shared;
+        if crate::writer::spin_enabled() && shared.spinners.fetch_add(1, Ordering::AcqRel) == 0 {
+            let start = std::time::Instant::now();
+            let got = loop {
+                match rx.try_recv() {
+                    Ok(Some(r)) => break Some(r),
+                    Ok(None) => {}
+                    Err(_) => break Some(Err(self.send_failed())),
+                }
+                if start.elapsed() > ACK_SPIN {
+                    break None;
+                }
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
+            };
+            shared.spinners.fetch_sub(1, Ordering::AcqRel);
+            if let Some(r) = got {
+                return r;
+            }
+        } else if crate::writer::spin_enabled() {
+            shared.spinners.fetch_sub(1, Ordering::AcqRel);
+        }
+        crate::block_on(rx).unwrap_or_else(|_| Err(self.send_failed()))
     }
 
     /// The error for a request the writer could not take.

@@ -142,6 +142,7 @@ pub struct ContextOptions {
     pub(crate) errors_to_stderr: bool,
     pub(crate) file_mode: u32,
     pub(crate) max_record_size: u64,
+    pub(crate) preallocate: Option<u64>,
     pub(crate) recovery: RecoveryMode,
     pub(crate) models: Vec<(String, ModelFn)>,
     pub(crate) file_system: Arc<dyn FileSystem>,
@@ -204,6 +205,7 @@ impl ContextOptions {
             errors_to_stderr: false,
             file_mode: 0o640,
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
+            preallocate: None,
             recovery: RecoveryMode::TolerateTail,
             models: Vec::new(),
             file_system: StdFs::shared(),
@@ -359,6 +361,28 @@ impl ContextOptions {
     pub fn max_record_size(mut self, bytes: u64) -> Self {
         self.max_record_size = bytes;
         self
+    }
+
+    /// Bytes of zeros written ahead of the data, in steps of this size
+    /// (0 turns it off). The default is 4 MiB for `Fsync`/`FsyncBatch` and off
+    /// otherwise. Overwriting preallocated zeros lets `fdatasync` skip the
+    /// file-size update and its journal commit, which here roughly halves
+    /// the cost of a sync. The zeros are trimmed on `close`; after a crash,
+    /// readers and recovery treat a zero-filled tail as the end of the log,
+    /// not as damage.
+    #[must_use]
+    pub fn preallocate(mut self, bytes: u64) -> Self {
+        self.preallocate = Some(bytes);
+        self
+    }
+
+    /// The preallocation step in force.
+    pub(crate) fn preallocate_step(&self) -> u64 {
+        match self.preallocate {
+            Some(b) => b,
+            None if self.durability.syncs() => 4 * 1024 * 1024,
+            None => 0,
+        }
     }
 
     /// How opening an existing file treats damage (default `TolerateTail`:

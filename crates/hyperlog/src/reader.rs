@@ -130,6 +130,8 @@ pub(crate) struct Scanner {
     done: bool,
     pub skipped: Vec<Range<u64>>,
     pub torn: Option<TornTail>,
+    /// Where a zero-filled tail (preallocated space) starts.
+    pub zero_tail: Option<u64>,
 }
 
 impl Scanner {
@@ -157,6 +159,7 @@ impl Scanner {
             done: false,
             skipped: Vec::new(),
             torn: None,
+            zero_tail: None,
         };
         if format.is_none() && len > 0 {
             let want = (HEADER_LEN as u64 + max).min(len).min(CHUNK as u64 * 4) as usize;
@@ -314,9 +317,32 @@ impl Scanner {
         }
     }
 
+    /// Whether every byte from `offset` to the end of the file is zero.
+    fn zeros_to_end(&mut self, offset: u64) -> Result<bool, Error> {
+        let mut at = offset;
+        while at < self.len {
+            let n = (self.len - at).min(CHUNK as u64) as usize;
+            self.fill(at, n)?;
+            let w = self.window(at, n);
+            if w.iter().any(|&b| b != 0) {
+                return Ok(false);
+            }
+            at += w.len() as u64;
+        }
+        Ok(true)
+    }
+
     /// Applies the recovery mode to damage at `offset`. `Ok(true)`: go on
     /// (the position moved past the damage); `Ok(false)`: the log ends here.
+    ///
+    /// Zeros from `offset` to the end of the file are not damage in any
+    /// mode: they are space a writer preallocated and had not yet used.
     pub fn damage(&mut self, offset: u64, d: Damage) -> Result<bool, Error> {
+        if self.zeros_to_end(offset)? {
+            self.zero_tail = Some(offset);
+            self.done = true;
+            return Ok(false);
+        }
         let corrupt = |reason: String| Error::Corrupt {
             path: self.path.clone(),
             offset,
@@ -687,6 +713,8 @@ pub struct ScanSummary {
     pub torn: Option<TornTail>,
     /// Ranges skipped in `SkipCorrupted` mode.
     pub skipped: Vec<Range<u64>>,
+    /// Where a zero-filled tail (preallocated, unused space) starts.
+    pub zero_tail: Option<u64>,
 }
 
 /// Scans a whole log, checking every record (checksums, and JSON syntax for
@@ -708,6 +736,7 @@ pub fn scan_log(
         file_len: s.len,
         torn: None,
         skipped: Vec::new(),
+        zero_tail: None,
     };
     while let Some(r) = s.next_raw()? {
         let lsn = match s.format {
@@ -732,6 +761,7 @@ pub fn scan_log(
         sum.valid_len = r.end;
     }
     sum.torn = s.torn.clone();
+    sum.zero_tail = s.zero_tail;
     sum.skipped = std::mem::take(&mut s.skipped);
     Ok(sum)
 }

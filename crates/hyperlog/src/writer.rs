@@ -40,10 +40,20 @@ use futures::channel::oneshot;
 use crate::entry::CallSite;
 use crate::format::{self, LogFormat};
 use crate::fs::{FileSystem, WritableFile, parent_dir};
+use crate::group_commit::GroupCommit;
 use crate::lsn::{LsnGenerator, now_ms};
 use crate::options::{ConsoleStream, ErrorHandler};
 use crate::reader::{ScanSummary, scan_log};
 use crate::{DurabilityMode, Error, Lsn, Message, RecoveryMode};
+
+/// How long an idle writer spins before it parks.
+const WRITER_SPIN: Duration = Duration::from_micros(50);
+
+/// Whether spinning can pay off: only with a second core to run the other side.
+pub(crate) fn spin_enabled() -> bool {
+    static MULTI: OnceLock<bool> = OnceLock::new();
+    *MULTI.get_or_init(|| std::thread::available_parallelism().map_or(false, |n| n.get() > 1))
+}
 
 /// The acknowledgement of one entry: its LSN, or why it was not made durable.
 pub(crate) type Ack = oneshot::Sender<Result<Option<Lsn>, Error>>;
@@ -81,6 +91,8 @@ pub(crate) struct Shared {
     pub syncs: AtomicU64,
     pub writes: AtomicU64,
     pub closed: AtomicBool,
+    /// Blocking waiters currently spinning for their acknowledgement.
+    pub spinners: std::sync::atomic::AtomicUsize,
     handler: ErrorHandler,
 }
 
@@ -136,6 +148,7 @@ pub(crate) struct WriterConfig {
     pub batch_timeout: Duration,
     pub queue_capacity: usize,
     pub max_record_size: u64,
+    pub preallocate: u64,
     pub recovery: RecoveryMode,
     pub handler: ErrorHandler,
 }
@@ -196,6 +209,7 @@ impl WriterHandle {
             syncs: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            spinners: std::sync::atomic::AtomicUsize::new(0),
             handler: cfg.handler.clone(),
         });
         let (tx, rx) = flume::bounded(cfg.queue_capacity);
@@ -268,6 +282,8 @@ enum Sink {
         file: Box<dyn WritableFile>,
         /// The length up to the end of the last fully written group.
         good_len: u64,
+        /// The file's length including preallocated zeros.
+        allocated: u64,
     },
     Console(ConsoleStream),
 }
@@ -280,8 +296,9 @@ struct Writer {
     lsn: Option<LsnGenerator>,
     durability: DurabilityMode,
     group_max: usize,
-    group_max_bytes: usize,
-    batch_timeout: Duration,
+    group: GroupCommit,
+    /// Bytes of zeros written ahead of the data (0: off).
+    prealloc_step: u64,
     max_record_size: u64,
     buf: Vec<u8>,
     err_buf: Vec<u8>,
@@ -315,6 +332,7 @@ impl Writer {
                         path,
                         file,
                         good_len,
+                        allocated: good_len,
                     },
                     Some(report),
                 )
@@ -334,8 +352,13 @@ impl Writer {
                 lsn,
                 durability: cfg.durability,
                 group_max,
-                group_max_bytes: cfg.batch_max_bytes,
-                batch_timeout: cfg.batch_timeout,
+                group: GroupCommit::new(
+                    group_max,
+                    cfg.batch_max_bytes,
+                    cfg.batch_timeout,
+                    cfg.durability.syncs(),
+                ),
+                prealloc_step: cfg.preallocate,
                 max_record_size: cfg.max_record_size,
                 buf: Vec::with_capacity(64 * 1024),
                 err_buf: Vec::new(),
@@ -345,10 +368,36 @@ impl Writer {
         ))
     }
 
+    /// The next request: spins briefly first (when there is a spare core),
+    /// because a producer that was just acknowledged usually sends again
+    /// within microseconds, and parking costs a wake-up of tens of
+    /// microseconds on each side.
+    fn recv_next(&self) -> Result<Request, flume::RecvError> {
+        if spin_enabled() {
+            let start = Instant::now();
+            loop {
+                match self.rx.try_recv() {
+                    Ok(r) => return Ok(r),
+                    Err(flume::TryRecvError::Disconnected) => {
+                        return Err(flume::RecvError::Disconnected);
+                    }
+                    Err(flume::TryRecvError::Empty) => {}
+                }
+                if start.elapsed() > WRITER_SPIN {
+                    break;
+                }
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
+            }
+        }
+        self.rx.recv()
+    }
+
     fn run(&mut self) {
         let mut group: Vec<(Vec<u8>, bool, Option<Ack>)> = Vec::new();
         loop {
-            let first = match self.rx.recv() {
+            let first = match self.recv_next() {
                 Ok(r) => r,
                 Err(_) => {
                     // Every producer is gone: finish quietly.
@@ -369,23 +418,24 @@ impl Writer {
                 }
                 other => control = Some(other),
             }
-            let deadline = (self.durability.syncs() && !self.batch_timeout.is_zero())
-                .then(|| Instant::now() + self.batch_timeout);
-            while control.is_none()
-                && !group.is_empty()
-                && group.len() < self.group_max
-                && bytes < self.group_max_bytes
+            let started = Instant::now();
+            while control.is_none() && !group.is_empty() && !self.group.is_full(group.len(), bytes)
             {
                 let next = match self.rx.try_recv() {
                     Ok(r) => r,
-                    Err(flume::TryRecvError::Empty) => match deadline {
-                        Some(d) => match self.rx.recv_deadline(d) {
-                            Ok(r) => r,
-                            Err(_) => break,
-                        },
-                        None => break,
-                    },
                     Err(flume::TryRecvError::Disconnected) => break,
+                    Err(flume::TryRecvError::Empty) => {
+                        let Some(budget) = self.group.wait_budget(group.len(), bytes) else {
+                            break;
+                        };
+                        if self.group.caught_up(group.len()) || started.elapsed() >= budget {
+                            break;
+                        }
+                        // Yield rather than park: the producers being waited
+                        // for need this core more than a wake-up would cost.
+                        std::thread::yield_now();
+                        continue;
+                    }
                 };
                 match next {
                     Request::Record {
@@ -515,22 +565,36 @@ impl Writer {
                 path,
                 file,
                 good_len,
-                ..
+                allocated,
             } => {
                 if self.buf.is_empty() {
                     return Ok(());
                 }
                 self.shared.writes.fetch_add(1, Ordering::Relaxed);
+                let end = *good_len + self.buf.len() as u64;
+                if self.prealloc_step > 0 && end > *allocated {
+                    let target = (end / self.prealloc_step + 1) * self.prealloc_step;
+                    match file.allocate(target) {
+                        Ok(true) => *allocated = target,
+                        // Preallocation is an optimization: without it (no
+                        // support, or no space for it) writes still append.
+                        Ok(false) | Err(_) => self.prealloc_step = 0,
+                    }
+                }
                 if let Err(e) = file.write_all(&self.buf) {
                     // Cut a partial write back so the file holds whole records;
                     // if that fails too, recovery treats it as a torn tail.
                     let _ = file.truncate(*good_len);
+                    *allocated = *good_len;
                     return Err(Error::io("write", path.clone(), e));
                 }
                 if self.durability.syncs() {
                     self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+                    let t = Instant::now();
                     file.sync_data()
                         .map_err(|e| Error::io("fdatasync", path.clone(), e))?;
+                    self.group
+                        .record(self.acks.len(), t.elapsed(), self.rx.len());
                 }
                 *good_len += self.buf.len() as u64;
                 Ok(())
@@ -612,7 +676,22 @@ impl Writer {
             let mut chunk: Vec<_> = group.drain(..n).collect();
             self.commit(&mut chunk);
         }
-        let res = self.flush(matches!(self.sink, Sink::File { .. }));
+        let mut res = Ok(());
+        if let Sink::File {
+            path,
+            file,
+            good_len,
+            allocated,
+        } = &mut self.sink
+            && *allocated > *good_len
+        {
+            // A closed log holds no preallocated zeros.
+            match file.truncate(*good_len) {
+                Ok(()) => *allocated = *good_len,
+                Err(e) => res = Err(Error::io("truncate", path.clone(), e)),
+            }
+        }
+        let res = res.and(self.flush(matches!(self.sink, Sink::File { .. })));
         if let (Err(e), true) = (&res, quiet) {
             (self.shared.handler)(e);
         }
@@ -684,7 +763,13 @@ fn open_file(
     if let Some(torn) = &sum.torn {
         report.tail_damage = Some(format!("at offset {}: {}", torn.offset, torn.reason));
     }
-    if sum.valid_len < len {
+    if sum.valid_len < len && sum.torn.is_none() && sum.zero_tail.is_some() {
+        // Only preallocated zeros after the data: nothing to keep.
+        file.truncate(sum.valid_len)
+            .map_err(|e| Error::io("truncate", path, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", path, e))?;
+    } else if sum.valid_len < len {
         // Keep the cut bytes beside the log: nothing is destroyed.
         let cut = read_range(fs, path, sum.valid_len, len)?;
         let side = side_file(fs, path, sum.valid_len);
