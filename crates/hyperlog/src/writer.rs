@@ -52,7 +52,7 @@ const WRITER_SPIN: Duration = Duration::from_micros(50);
 /// Whether spinning can pay off: only with a second core to run the other side.
 pub(crate) fn spin_enabled() -> bool {
     static MULTI: OnceLock<bool> = OnceLock::new();
-    *MULTI.get_or_init(|| std::thread::available_parallelism().map_or(false, |n| n.get() > 1))
+    *MULTI.get_or_init(|| std::thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }
 
 /// The acknowledgement of one entry: its LSN, or why it was not made durable.
