@@ -16,6 +16,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+mod sim;
+pub use sim::{Fault, Op, SimFs};
+
 /// A file opened for appending by a log's writer.
 ///
 /// Writes go to the *write position*: it starts at the end of the file,

@@ -148,7 +148,9 @@ impl Logger {
             }
         };
         // An old, unusable context of that name releases its file first.
-        if let Some(old) = lock(&self.inner.contexts).remove(name) {
+        if let Some(old) = lock(&self.inner.contexts).remove(name)
+            && old.inner.owns_writer
+        {
             old.inner.writer.request_close();
             old.inner.writer.join();
         }
@@ -205,7 +207,9 @@ impl Logger {
                 name: name.to_string(),
                 config: compiled.clone(),
                 writer,
-                owns_writer: opened.is_some() && !o.nested,
+                // A console stream is shared by every console context and
+                // closes when the last of them is dropped.
+                owns_writer: opened.is_some() && !o.nested && compiled.file.is_some(),
                 report: Mutex::new(None),
                 closed: std::sync::atomic::AtomicBool::new(false),
             }),
