@@ -51,6 +51,9 @@ impl Rng {
     }
 }
 
+/// What was acknowledged before the cut, and the image after it.
+type Snapshot = (Vec<(Lsn, Cmd)>, SimFs);
+
 /// One power cut; returns how many acknowledged entries were checked.
 fn one_cut(seed: u64, mode: DurabilityMode, format: LogFormat) -> usize {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -74,7 +77,7 @@ fn one_cut(seed: u64, mode: DurabilityMode, format: LogFormat) -> usize {
         .context_with_blocking("wal", opts.clone())
         .expect("open");
     let acked: Arc<Mutex<Vec<(Lsn, Cmd)>>> = Arc::default();
-    let snapshot: Mutex<Option<(Vec<(Lsn, Cmd)>, SimFs)>> = Mutex::new(None);
+    let snapshot: Mutex<Option<Snapshot>> = Mutex::new(None);
     std::thread::scope(|s| {
         for p in 0..producers {
             let ctx = ctx.clone();
