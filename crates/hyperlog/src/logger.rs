@@ -499,7 +499,7 @@ impl Context {
         let o = &cfg.options;
         let (bytes, to_stderr) = match &cfg.file {
             Some(path) => {
-                let mut buf = Vec::with_capacity(256);
+                let mut buf = shared.take_buf();
                 format::encode_envelope(entry, &site, thread_id(), &mut buf).map_err(ser_err)?;
                 // Refuse an oversized record before it is queued (the writer
                 // checks again with the exact LSN width).

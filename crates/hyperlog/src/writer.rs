@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     pub syncs: AtomicU64,
     pub writes: AtomicU64,
     pub closed: AtomicBool,
+    /// Buffers handed back by the writer for producers to reuse.
+    pool: crossbeam_queue::ArrayQueue<Vec<u8>>,
     /// Blocking waiters currently spinning for their acknowledgement.
     pub spinners: std::sync::atomic::AtomicUsize,
     handler: ErrorHandler,
@@ -112,6 +114,21 @@ impl Shared {
         (self.handler)(&e);
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         p.get_or_insert(e);
+    }
+
+    /// A cleared buffer for a producer to serialize into: a recycled one
+    /// when there is one, so producer and writer threads do not churn the
+    /// allocator (glibc's cross-thread frees showed up as page faults).
+    pub fn take_buf(&self) -> Vec<u8> {
+        self.pool.pop().unwrap_or_else(|| Vec::with_capacity(256))
+    }
+
+    /// Returns a record's buffer to the pool.
+    fn recycle(&self, mut buf: Vec<u8>) {
+        if buf.capacity() <= 16 * 1024 {
+            buf.clear();
+            let _ = self.pool.push(buf);
+        }
     }
 
     fn take_pending(&self) -> Option<Error> {
@@ -210,6 +227,7 @@ impl WriterHandle {
             writes: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             spinners: std::sync::atomic::AtomicUsize::new(0),
+            pool: crossbeam_queue::ArrayQueue::new(1024),
             handler: cfg.handler.clone(),
         });
         let (tx, rx) = flume::bounded(cfg.queue_capacity);
@@ -498,8 +516,9 @@ impl Writer {
                     }
                 }
                 Sink::File { path, .. } => {
-                    let len =
-                        format::payload_len(&bytes, self.lsn.as_ref().map(|_| Lsn::new(u64::MAX)));
+                    // An LSN refused here leaves a gap, never a repeat.
+                    let lsn = self.lsn.as_mut().map(|g| g.next(now));
+                    let len = format::payload_len(&bytes, lsn);
                     if len as u64 > self.max_record_size {
                         if let Some(a) = ack {
                             let _ = a.send(Err(Error::RecordTooLarge {
@@ -508,15 +527,16 @@ impl Writer {
                                 max: self.max_record_size,
                             }));
                         }
+                        self.shared.recycle(bytes);
                         continue;
                     }
-                    let lsn = self.lsn.as_mut().map(|g| g.next(now));
                     format::finish_record(self.format, &bytes, lsn, &mut self.buf);
                     if let Some(a) = ack {
                         self.acks.push((a, lsn));
                     }
                 }
             }
+            self.shared.recycle(bytes);
         }
         let result = self.write_and_sync();
         match result {
