@@ -63,7 +63,11 @@ fn one_cut(seed: u64, mode: DurabilityMode, format: LogFormat) -> usize {
     let per = 5 + (rng.next() % 20) as u32;
     let cut_after = (rng.next() % (producers * per) as u64) as usize;
     let torn = rng.next().is_multiple_of(2);
-    let preallocate = if rng.next().is_multiple_of(2) { 0 } else { 4096 };
+    let preallocate = if rng.next().is_multiple_of(2) {
+        0
+    } else {
+        4096
+    };
     let opts = ContextOptions::new()
         .path(path)
         .durability(mode)
