@@ -1,1 +1,230 @@
-fn main() {}
+//! The benchmark harness: `cargo run --release -p hyperlog-bench --
+//! <flush|durable|readback|all> [--quick]`.
+//!
+//! Every scenario prints a Markdown table to stdout (progress goes to
+//! stderr). `all` runs the three and also writes `bench-results.json` and
+//! `bench-results.md` into the target directory. See the crate docs of
+//! `hyperlog_bench` and each scenario module for what is measured.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use hyperlog_bench::report::Section;
+use hyperlog_bench::{Settings, durable, flush, measure, readback};
+use serde_json::json;
+
+/// Benchmarks for hyperlog, side by side with tracing.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    /// What to run.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// A smoke run: 0.5 s per timed run, one round, a 100 MB read-back log.
+    #[arg(long)]
+    quick: bool,
+    /// Seconds per timed run (default 3, or 0.5 with --quick).
+    #[arg(long)]
+    secs: Option<f64>,
+    /// Rounds of every interleaved comparison (default 3, or 1 with --quick).
+    #[arg(long)]
+    rounds: Option<usize>,
+    /// Size of the read-back logs in MB (default 1000, or 100 with --quick).
+    #[arg(long)]
+    readback_mb: Option<u64>,
+    /// Run only the flush/durable variants whose label contains this text,
+    /// e.g. "FsyncBatch json 100 B" or "hyperlog Flush JSON x64".
+    #[arg(long)]
+    only: Option<String>,
+    /// Where scratch files go (default: the system temporary directory); it
+    /// should be on the local disk, not tmpfs.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Where `all` writes bench-results.{json,md} (default: the target
+    /// directory).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
+}
+
+/// The scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Flush-mode throughput, 1 and 64 producers, against tracing; LSN cost.
+    Flush,
+    /// Fsync and FsyncBatch: throughput, latency, syncs, CPU, size.
+    Durable,
+    /// Reading a ~1 GB log back: read_entries_blocking and scan_log.
+    Readback,
+    /// All of the above, plus bench-results.{json,md}.
+    All,
+}
+
+/// A scenario's entry point.
+type RunFn = fn(&Settings) -> Result<Section, String>;
+
+fn target_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target")
+}
+
+fn command_line(cmd: &str, args: &[&str]) -> Option<String> {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let commit = command_line("git", &["rev-parse", "--short", "HEAD"]).map(|c| {
+        let dirty = command_line("git", &["status", "--porcelain", "--untracked-files=no"])
+            .is_some_and(|s| !s.is_empty());
+        if dirty { format!("{c}-dirty") } else { c }
+    });
+    let unix_time = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    json!({
+        "cpu": cpu,
+        "cores": cores,
+        "kernel": kernel,
+        "commit": commit,
+        "unix_time": unix_time,
+        "date_utc": command_line("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let secs = cli.secs.unwrap_or(if cli.quick { 0.5 } else { 3.0 });
+    if !(secs.is_finite() && secs > 0.0) {
+        eprintln!("--secs must be a positive number of seconds");
+        return ExitCode::from(2);
+    }
+    let scratch = cli.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let settings = Settings {
+        run: Duration::from_secs_f64(secs),
+        rounds: cli.rounds.unwrap_or(if cli.quick { 1 } else { 3 }).max(1),
+        scratch: scratch.clone(),
+        readback_bytes: cli
+            .readback_mb
+            .unwrap_or(if cli.quick { 100 } else { 1000 })
+            * 1_000_000,
+        quick: cli.quick,
+        only: cli.only.clone(),
+    };
+    let fs = measure::fs_type(&scratch);
+    if fs == "tmpfs" {
+        eprintln!(
+            "warning: {} is tmpfs: fdatasync costs nothing there; pass --dir on the local disk",
+            scratch.display()
+        );
+    }
+    let mut meta = machine();
+    meta["scratch_dir"] = json!(scratch.display().to_string());
+    meta["scratch_fs"] = json!(fs);
+    meta["secs_per_run"] = json!(secs);
+    meta["rounds"] = json!(settings.rounds);
+    meta["quick"] = json!(cli.quick);
+    meta["only"] = json!(cli.only);
+    meta["profile"] = json!(if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    });
+    if cfg!(debug_assertions) {
+        eprintln!("warning: a debug build; run with --release for real figures");
+    }
+
+    let scenarios: Vec<(&str, RunFn)> = match cli.scenario {
+        Scenario::Flush => vec![("flush", flush::run)],
+        Scenario::Durable => vec![("durable", durable::run)],
+        Scenario::Readback => vec![("readback", readback::run)],
+        Scenario::All => vec![
+            ("flush", flush::run),
+            ("durable", durable::run),
+            ("readback", readback::run),
+        ],
+    };
+    let mut sections = Vec::new();
+    for (name, run) in scenarios {
+        match run(&settings) {
+            Ok(section) => {
+                println!("{}", section.to_markdown());
+                sections.push(section);
+            }
+            Err(e) => {
+                eprintln!("scenario {name} failed: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
+    if cli.scenario == Scenario::All {
+        let out_dir = cli.out_dir.clone().unwrap_or_else(target_dir);
+        let mut md = String::from("# hyperlog benchmark results\n\n");
+        md.push_str(&format!(
+            "Machine: {} ({} cores), Linux {}, commit {}, {}; scratch files on {} ({}); {} round(s) of {} s per run{}.\n\n",
+            meta["cpu"].as_str().unwrap_or("?"),
+            meta["cores"],
+            meta["kernel"].as_str().unwrap_or("?"),
+            meta["commit"].as_str().unwrap_or("?"),
+            meta["date_utc"].as_str().unwrap_or("?"),
+            scratch.display(),
+            meta["scratch_fs"].as_str().unwrap_or("?"),
+            settings.rounds,
+            secs,
+            if cli.quick { ", --quick" } else { "" },
+        ));
+        for s in &sections {
+            md.push_str(&s.to_markdown());
+            md.push('\n');
+        }
+        let results = json!({
+            "meta": meta,
+            "sections": sections,
+        });
+        let write = |name: &str, text: String| -> Result<PathBuf, String> {
+            std::fs::create_dir_all(&out_dir)
+                .map_err(|e| format!("create {}: {e}", out_dir.display()))?;
+            let dir = out_dir.canonicalize().unwrap_or_else(|_| out_dir.clone());
+            let p = dir.join(name);
+            std::fs::write(&p, text).map_err(|e| format!("write {}: {e}", p.display()))?;
+            Ok(p)
+        };
+        let json_text = serde_json::to_string_pretty(&results).unwrap_or_default();
+        for r in [
+            write("bench-results.json", json_text),
+            write("bench-results.md", md),
+        ] {
+            match r {
+                Ok(p) => eprintln!("wrote {}", p.display()),
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

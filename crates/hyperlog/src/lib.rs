@@ -122,8 +122,8 @@ pub use options::{
     ConsoleStream, ContextOptions, DurabilityMode, ErrorHandler, LEVEL_ENV, RecoveryMode,
 };
 pub use reader::{
-    EntryIter, EntryStream, ReadOptions, ScanSummary, TornTail, get_last_lsn,
-    get_last_lsn_blocking, read_entries, read_entries_blocking, scan_log,
+    EntryIter, EntryStream, RawEntry, RawIter, ReadOptions, ScanSummary, TornTail, get_last_lsn,
+    get_last_lsn_blocking, read_entries, read_entries_blocking, read_records, scan_log,
 };
 pub use template::Template;
 pub use writer::RecoveryReport;

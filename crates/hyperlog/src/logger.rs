@@ -22,7 +22,7 @@ use crate::writer::{
 };
 use crate::{DurabilityMode, Error, LogLevel, Lsn, RecoveryReport};
 
-/// How long one blocking caller spins for its acknowledgement before it parks.
+/// How long a lone blocking caller spins for its acknowledgement before it parks.
 const ACK_SPIN: std::time::Duration = std::time::Duration::from_micros(60);
 
 /// A registry of named contexts; cheap to clone and share.
@@ -595,7 +595,13 @@ impl Context {
         }
         match rx {
             None => Ok(None),
-            Some(rx) => rx.await.unwrap_or_else(|_| Err(self.send_failed())),
+            Some(rx) => {
+                let shared = &self.inner.writer.shared;
+                shared.waiting.fetch_add(1, Ordering::AcqRel);
+                let res = rx.await.unwrap_or_else(|_| Err(self.send_failed()));
+                shared.waiting.fetch_sub(1, Ordering::AcqRel);
+                res
+            }
         }
     }
 
@@ -634,9 +640,15 @@ impl Context {
         mut rx: oneshot::Receiver<Result<Option<Lsn>, Error>>,
     ) -> Result<Option<Lsn>, Error> {
         let shared = &self.inner.writer.shared;
-        if crate::writer::spin_enabled() && shared.spinners.fetch_add(1, Ordering::AcqRel) == 0 {
+        // Spin only when this caller waits alone for a write (not a sync):
+        // with other waiters, or with a 200 us fdatasync ahead, the core is
+        // better left to the writer and the other producers.
+        let alone = shared.waiting.fetch_add(1, Ordering::AcqRel) == 0;
+        let spin = alone && crate::writer::spin_enabled() && !self.durability().syncs();
+        let mut got = None;
+        if spin {
             let start = std::time::Instant::now();
-            let got = loop {
+            got = loop {
                 match rx.try_recv() {
                     Ok(Some(r)) => break Some(r),
                     Ok(None) => {}
@@ -649,14 +661,13 @@ impl Context {
                     std::hint::spin_loop();
                 }
             };
-            shared.spinners.fetch_sub(1, Ordering::AcqRel);
-            if let Some(r) = got {
-                return r;
-            }
-        } else if crate::writer::spin_enabled() {
-            shared.spinners.fetch_sub(1, Ordering::AcqRel);
         }
-        crate::block_on(rx).unwrap_or_else(|_| Err(self.send_failed()))
+        let res = match got {
+            Some(r) => r,
+            None => crate::block_on(rx).unwrap_or_else(|_| Err(self.send_failed())),
+        };
+        shared.waiting.fetch_sub(1, Ordering::AcqRel);
+        res
     }
 
     /// The error for a request the writer could not take.

@@ -888,3 +888,115 @@ pub async fn get_last_lsn(path: impl AsRef<Path>) -> Result<Option<Lsn>, Error> 
         })
     })
 }
+
+/// One intact record as stored: its offset, its LSN and its payload (the
+/// JSON of the Log, without framing or newline).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    /// Where the record starts.
+    pub offset: u64,
+    /// Where the next record starts.
+    pub end: u64,
+    /// The LSN from the binary header, or the JSON `lsn` field.
+    pub lsn: Option<Lsn>,
+    /// The payload bytes.
+    pub payload: Vec<u8>,
+}
+
+/// A blocking iterator over the intact records of a log, without decoding
+/// entries: for tools that copy, convert or verify logs.
+pub struct RawIter {
+    scanner: Option<Scanner>,
+    pending_error: Option<Error>,
+}
+
+impl std::fmt::Debug for RawIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawIter").finish_non_exhaustive()
+    }
+}
+
+impl RawIter {
+    /// The format being read.
+    pub fn format(&self) -> Option<LogFormat> {
+        self.scanner.as_ref().map(|s| s.format)
+    }
+    /// The torn tail the log ended in, if any (known once iteration ended).
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.scanner.as_ref().and_then(|s| s.torn.as_ref())
+    }
+    /// Byte ranges skipped in `SkipCorrupted` mode.
+    pub fn skipped(&self) -> &[Range<u64>] {
+        self.scanner.as_ref().map_or(&[], |s| &s.skipped)
+    }
+    /// Where a zero-filled (preallocated) tail starts, if any.
+    pub fn zero_tail(&self) -> Option<u64> {
+        self.scanner.as_ref().and_then(|s| s.zero_tail)
+    }
+    /// The length of the file.
+    pub fn file_len(&self) -> u64 {
+        self.scanner.as_ref().map_or(0, |s| s.len)
+    }
+}
+
+impl Iterator for RawIter {
+    type Item = Result<RawEntry, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(e) = self.pending_error.take() {
+            return Some(Err(e));
+        }
+        let s = self.scanner.as_mut()?;
+        loop {
+            let r = match s.next_raw() {
+                Ok(Some(r)) => r,
+                Ok(None) => return None,
+                Err(e) => return Some(Err(e)),
+            };
+            let lsn = match s.format {
+                LogFormat::Binary => r.header_lsn.or_else(|| json_lsn(s.payload(&r))),
+                LogFormat::Json => {
+                    if check_json_line(s.payload(&r)).is_err() {
+                        match s.json_line_damage(&r) {
+                            Ok(Some(true)) => continue,
+                            Ok(Some(false)) => return None,
+                            Ok(None) => {}
+                            Err(e) => return Some(Err(e)),
+                        }
+                    }
+                    json_lsn(s.payload(&r))
+                }
+            };
+            return Some(Ok(RawEntry {
+                offset: r.offset,
+                end: r.end,
+                lsn,
+                payload: s.payload(&r).to_vec(),
+            }));
+        }
+    }
+}
+
+/// Reads the intact records of a log from `from_offset` without decoding
+/// them (see [`RawIter`]).
+pub fn read_records(path: impl AsRef<Path>, from_offset: u64, options: ReadOptions) -> RawIter {
+    let path = path.as_ref();
+    let opened = Scanner::open(
+        &*options.file_system,
+        path,
+        options.format,
+        options.max_record_size,
+        options.recovery,
+    )
+    .and_then(|mut s| s.seek(from_offset).map(|()| s));
+    match opened {
+        Ok(s) => RawIter {
+            scanner: Some(s),
+            pending_error: None,
+        },
+        Err(e) => RawIter {
+            scanner: None,
+            pending_error: Some(e),
+        },
+    }
+}

@@ -93,8 +93,8 @@ pub(crate) struct Shared {
     pub closed: AtomicBool,
     /// Buffers handed back by the writer for producers to reuse.
     pool: crossbeam_queue::ArrayQueue<Vec<u8>>,
-    /// Blocking waiters currently spinning for their acknowledgement.
-    pub spinners: std::sync::atomic::AtomicUsize,
+    /// Callers currently waiting for an acknowledgement.
+    pub waiting: std::sync::atomic::AtomicUsize,
     handler: ErrorHandler,
 }
 
@@ -226,7 +226,7 @@ impl WriterHandle {
             syncs: AtomicU64::new(0),
             writes: AtomicU64::new(0),
             closed: AtomicBool::new(false),
-            spinners: std::sync::atomic::AtomicUsize::new(0),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
             pool: crossbeam_queue::ArrayQueue::new(1024),
             handler: cfg.handler.clone(),
         });
@@ -315,6 +315,8 @@ struct Writer {
     durability: DurabilityMode,
     group_max: usize,
     group: GroupCommit,
+    /// Entries in the last committed group.
+    last_group: usize,
     /// Bytes of zeros written ahead of the data (0: off).
     prealloc_step: u64,
     max_record_size: u64,
@@ -376,6 +378,7 @@ impl Writer {
                     cfg.batch_timeout,
                     cfg.durability.syncs(),
                 ),
+                last_group: 0,
                 prealloc_step: cfg.preallocate,
                 max_record_size: cfg.max_record_size,
                 buf: Vec::with_capacity(64 * 1024),
@@ -391,7 +394,9 @@ impl Writer {
     /// within microseconds, and parking costs a wake-up of tens of
     /// microseconds on each side.
     fn recv_next(&self) -> Result<Request, flume::RecvError> {
-        if spin_enabled() {
+        // Only a lone producer's pattern (groups of one) pays for spinning;
+        // with many producers they need the core, and the queue is rarely empty.
+        if spin_enabled() && self.last_group <= 1 {
             let start = Instant::now();
             loop {
                 match self.rx.try_recv() {
@@ -487,6 +492,7 @@ impl Writer {
 
     /// Writes and (per policy) syncs one group, then acknowledges it.
     fn commit(&mut self, group: &mut Vec<(Vec<u8>, bool, Option<Ack>)>) {
+        self.last_group = group.len();
         if let Some(p) = self.shared.poisoned() {
             for (_, _, ack) in group.drain(..) {
                 if let Some(a) = ack {

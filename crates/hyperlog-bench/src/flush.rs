@@ -1,0 +1,258 @@
+//! Scenario `flush`: entries per second of the data plane.
+//!
+//! hyperlog in `Flush` mode (acknowledged once `write(2)` is done) against
+//! `tracing`'s JSON formatter through `tracing-appender`'s lossless
+//! non-blocking writer (acknowledged once queued; the clock runs on until the
+//! queue has drained into the file) and `tracing` JSON written straight to a
+//! file (one `write(2)` per event), with 1 and 64 producer threads; plus
+//! hyperlog `Flush` with LSNs on, at 64 producers, against the same without.
+//! Every producer logs 100-byte messages; every logger runs with its
+//! defaults (queue 10,000 entries for hyperlog, 128,000 lines for the
+//! appender). Variants are interleaved round by round, each round starting
+//! one variant later, and each figure is the median over the rounds.
+
+use std::path::Path;
+
+use hyperlog::{DurabilityMode, LogFormat};
+use serde_json::json;
+
+use crate::measure::{Drive, drive, median};
+use crate::peers::{Hyperlog, TracingDirect, TracingNonBlocking};
+use crate::report::{Ratio, Section, Table, num, rate, ratio};
+use crate::{Settings, payload};
+
+/// The message size of this scenario.
+pub const MESSAGE_BYTES: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Hyperlog { lsn: bool },
+    TracingNonBlocking,
+    TracingDirect,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Variant {
+    kind: Kind,
+    threads: usize,
+}
+
+impl Variant {
+    fn label(&self) -> &'static str {
+        match self.kind {
+            Kind::Hyperlog { lsn: false } => "hyperlog Flush JSON",
+            Kind::Hyperlog { lsn: true } => "hyperlog Flush JSON + LSN",
+            Kind::TracingNonBlocking => "tracing JSON via tracing-appender non_blocking",
+            Kind::TracingDirect => "tracing JSON direct to File",
+        }
+    }
+
+    fn key(&self) -> String {
+        format!("{} x{}", self.label(), self.threads)
+    }
+
+    fn guarantee(&self) -> &'static str {
+        match self.kind {
+            Kind::Hyperlog { .. } | Kind::TracingDirect => "write(2) done",
+            Kind::TracingNonBlocking => "queued (drain timed)",
+        }
+    }
+}
+
+const VARIANTS: [Variant; 7] = [
+    Variant {
+        kind: Kind::Hyperlog { lsn: false },
+        threads: 1,
+    },
+    Variant {
+        kind: Kind::TracingNonBlocking,
+        threads: 1,
+    },
+    Variant {
+        kind: Kind::TracingDirect,
+        threads: 1,
+    },
+    Variant {
+        kind: Kind::Hyperlog { lsn: false },
+        threads: 64,
+    },
+    Variant {
+        kind: Kind::TracingNonBlocking,
+        threads: 64,
+    },
+    Variant {
+        kind: Kind::TracingDirect,
+        threads: 64,
+    },
+    Variant {
+        kind: Kind::Hyperlog { lsn: true },
+        threads: 64,
+    },
+];
+
+/// One timed run and the size of the file it left.
+#[derive(Debug, Clone)]
+struct Sample {
+    drive: Drive,
+    file_bytes: u64,
+}
+
+fn run_one(s: &Settings, dir: &Path, v: Variant, text: &str) -> Result<Sample, String> {
+    let path = dir.join("flush.log.json");
+    let _ = std::fs::remove_file(&path);
+    let d = match v.kind {
+        Kind::Hyperlog { lsn } => {
+            let mut p = Hyperlog::file(&path, DurabilityMode::Flush, LogFormat::Json, lsn)?;
+            let d = drive(&mut p, v.threads, s.run, text, false)?;
+            p.close()?;
+            d
+        }
+        Kind::TracingNonBlocking => {
+            let mut p = TracingNonBlocking::new(
+                &path,
+                tracing_appender::non_blocking::DEFAULT_BUFFERED_LINES_LIMIT,
+            )?;
+            drive(&mut p, v.threads, s.run, text, false)?
+        }
+        Kind::TracingDirect => {
+            let mut p = TracingDirect::new(&path)?;
+            drive(&mut p, v.threads, s.run, text, false)?
+        }
+    };
+    let file_bytes = std::fs::metadata(&path)
+        .map_err(|e| format!("stat {}: {e}", path.display()))?
+        .len();
+    std::fs::remove_file(&path).map_err(|e| format!("remove {}: {e}", path.display()))?;
+    Ok(Sample {
+        drive: d,
+        file_bytes,
+    })
+}
+
+/// Runs the scenario; progress goes to stderr.
+pub fn run(s: &Settings) -> Result<Section, String> {
+    let dir = s.tempdir().map_err(|e| format!("scratch directory: {e}"))?;
+    let text = payload::text(MESSAGE_BYTES);
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); VARIANTS.len()];
+    for round in 0..s.rounds {
+        for k in 0..VARIANTS.len() {
+            let i = (k + round) % VARIANTS.len();
+            let v = VARIANTS[i];
+            if !s.selected(&v.key()) {
+                continue;
+            }
+            let sample = run_one(s, dir.path(), v, &text)?;
+            eprintln!(
+                "flush round {}/{}: {:<48} {:>3} thr  {:>12} entries/s",
+                round + 1,
+                s.rounds,
+                v.label(),
+                v.threads,
+                rate(sample.drive.rate())
+            );
+            samples[i].push(sample);
+        }
+    }
+
+    let med = |i: usize, f: &dyn Fn(&Sample) -> f64| -> f64 {
+        median(&samples[i].iter().map(f).collect::<Vec<_>>())
+    };
+    let rate_of = |i: usize| med(i, &|x| x.drive.rate());
+    let mut table = Table::new(&[
+        "logger",
+        "threads",
+        "returns when",
+        "entries/s (median)",
+        "min..max",
+        "CPU s / M entries",
+        "bytes / entry",
+    ]);
+    let mut data = Vec::new();
+    for (i, v) in VARIANTS.iter().enumerate() {
+        if samples[i].is_empty() {
+            continue;
+        }
+        let rates: Vec<f64> = samples[i].iter().map(|x| x.drive.rate()).collect();
+        let lo = rates.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = rates.iter().copied().fold(0.0, f64::max);
+        table.row(vec![
+            v.label().into(),
+            v.threads.to_string(),
+            v.guarantee().into(),
+            rate(rate_of(i)),
+            format!("{}..{}", rate(lo), rate(hi)),
+            num(med(i, &|x| x.drive.cpu_per_million())),
+            num(med(i, &|x| x.drive.bytes_per_entry(x.file_bytes))),
+        ]);
+        data.push(json!({
+            "logger": v.label(),
+            "threads": v.threads,
+            "returns_when": v.guarantee(),
+            "entries_per_s_median": rate_of(i),
+            "runs": samples[i].iter().map(|x| json!({
+                "entries": x.drive.entries,
+                "secs": x.drive.elapsed.as_secs_f64(),
+                "entries_per_s": x.drive.rate(),
+                "cpu_s": x.drive.cpu.as_secs_f64(),
+                "cpu_s_per_million": x.drive.cpu_per_million(),
+                "file_bytes": x.file_bytes,
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let idx = |kind: Kind, threads: usize| {
+        VARIANTS
+            .iter()
+            .position(|v| v.kind == kind && v.threads == threads)
+            .unwrap_or(0)
+    };
+    let h = |t| idx(Kind::Hyperlog { lsn: false }, t);
+    let nb = |t| idx(Kind::TracingNonBlocking, t);
+    let direct = |t| idx(Kind::TracingDirect, t);
+    let mut ratios = Vec::new();
+    for t in [1, 64] {
+        ratios.push(Ratio {
+            what: format!("hyperlog Flush / tracing non_blocking, {t} thread(s)"),
+            value: ratio(rate_of(h(t)), rate_of(nb(t))),
+        });
+        ratios.push(Ratio {
+            what: format!("hyperlog Flush / tracing direct, {t} thread(s)"),
+            value: ratio(rate_of(h(t)), rate_of(direct(t))),
+        });
+    }
+    ratios.push(Ratio {
+        what: "hyperlog Flush with LSN / without, 64 threads".into(),
+        value: ratio(
+            rate_of(idx(Kind::Hyperlog { lsn: true }, 64)),
+            rate_of(h(64)),
+        ),
+    });
+    for (name, i1, i64) in [
+        ("hyperlog Flush", h(1), h(64)),
+        ("tracing non_blocking", nb(1), nb(64)),
+        ("tracing direct", direct(1), direct(64)),
+    ] {
+        ratios.push(Ratio {
+            what: format!("{name}: 64 threads / 1 thread"),
+            value: ratio(rate_of(i64), rate_of(i1)),
+        });
+    }
+    ratios.retain(|r| r.value.is_finite() && r.value > 0.0);
+    Ok(Section {
+        name: "flush".into(),
+        title: "Data plane: Flush mode vs tracing (JSON file, 100-byte messages)".into(),
+        notes: vec![
+            format!(
+                "{} round(s) of {:.1} s per variant, interleaved (each round starts one variant later); figures are medians over rounds.",
+                s.rounds,
+                s.run.as_secs_f64()
+            ),
+            "Producers are OS threads calling `Context::log_blocking(Message::info(text))` or `tracing::info!(\"{}\", text)` in a loop.".into(),
+            "tracing non_blocking is lossless (`lossy(false)`) with its default 128,000-line queue; its clock runs until every line is in the file.".into(),
+            "tracing lines carry timestamp, level, message, file, line and thread id, like hyperlog's envelope.".into(),
+            "CPU is the whole process (getrusage RUSAGE_SELF, user + system), writer threads included.".into(),
+        ],
+        table,
+        ratios,
+        data: json!({ "variants": data }),
+    })
+}

@@ -1,0 +1,61 @@
+//! # hyperlog-bench
+//!
+//! Benchmarks for hyperlog, side by side with what users would otherwise
+//! pick (`tracing` with its JSON formatter, through `tracing-appender` or
+//! straight to a file).
+//!
+//! Two programs share this library:
+//!
+//! - the criterion bench `benches/logger.rs` (per-call cost of one log call):
+//!   `cargo bench -p hyperlog-bench --bench logger`;
+//! - the harness `src/main.rs` (throughput, acknowledgement latency, syncs,
+//!   CPU and read-back figures): `cargo run --release -p hyperlog-bench --
+//!   <flush|durable|readback|all> [--quick]`.
+//!
+//! Every comparison runs in one process, interleaved round by round, so that
+//! the ratios it prints stay meaningful on a small, noisy machine even when
+//! the absolute numbers move.
+
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms)]
+
+pub mod durable;
+pub mod flush;
+pub mod measure;
+pub mod payload;
+pub mod peers;
+pub mod readback;
+pub mod report;
+
+/// How long and how often each timed run goes, shared by every scenario.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Length of one timed run.
+    pub run: std::time::Duration,
+    /// How many times every comparison is repeated (interleaved); the
+    /// figures are medians over the rounds.
+    pub rounds: usize,
+    /// Where scratch files go (a fresh temporary directory inside it).
+    pub scratch: std::path::PathBuf,
+    /// Size of the log written by `readback`, in bytes.
+    pub readback_bytes: u64,
+    /// Whether this is a `--quick` smoke run (shown in the reports).
+    pub quick: bool,
+    /// Run only the variants whose label contains this text (baselines
+    /// always run); ratios that lack a side are left out.
+    pub only: Option<String>,
+}
+
+impl Settings {
+    /// Whether the variant labelled `label` is selected by `only`.
+    pub fn selected(&self, label: &str) -> bool {
+        self.only.as_deref().is_none_or(|o| label.contains(o))
+    }
+
+    /// A fresh scratch directory, deleted when dropped.
+    pub fn tempdir(&self) -> std::io::Result<tempfile::TempDir> {
+        tempfile::Builder::new()
+            .prefix("hyperlog-bench-")
+            .tempdir_in(&self.scratch)
+    }
+}

@@ -1,0 +1,272 @@
+//! Timing machinery: the producer driver, latency histograms, CPU time.
+//!
+//! A timed run starts every producer thread at once (a barrier), lets them
+//! log for a fixed duration, stops them, then lets the logger *finish* (an
+//! asynchronous peer drains its queue) before the clock stops, so a logger
+//! that only queues does not look faster than one that writes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// Something that logs from many threads at once.
+pub trait Producer: Sync {
+    /// Runs `body` on the current producer thread inside whatever scope the
+    /// logger needs (a `tracing` dispatcher, say). The default runs it as is.
+    fn scoped(&self, body: &mut dyn FnMut()) {
+        body()
+    }
+
+    /// Logs one entry whose message is `text` and returns once the logger
+    /// acknowledged it.
+    fn log_one(&self, text: &str) -> Result<(), String>;
+
+    /// Called after the producers stopped, with the clock still running:
+    /// waits until all `entries` logged are where the logger's promise puts
+    /// them (an asynchronous peer drains its queue here).
+    fn finish(&mut self, entries: u64) -> Result<(), String> {
+        let _ = entries;
+        Ok(())
+    }
+}
+
+/// What one timed run measured.
+#[derive(Debug, Clone)]
+pub struct Drive {
+    /// Entries acknowledged in the timed window.
+    pub entries: u64,
+    /// Entries written in all, the untimed warm-up entry included (for
+    /// bytes per entry).
+    pub written: u64,
+    /// From the start of the producers to the end of [`Producer::finish`].
+    pub elapsed: Duration,
+    /// CPU time of the whole process (user + system) over `elapsed`.
+    pub cpu: Duration,
+    /// Per-call acknowledgement latency in nanoseconds, when asked for.
+    pub latency: Option<Histogram<u64>>,
+}
+
+impl Drive {
+    /// Entries per second.
+    pub fn rate(&self) -> f64 {
+        self.entries as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+
+    /// CPU seconds spent per million entries.
+    pub fn cpu_per_million(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / (self.entries.max(1) as f64)
+    }
+
+    /// A file's size divided by the entries written into it.
+    pub fn bytes_per_entry(&self, file_bytes: u64) -> f64 {
+        file_bytes as f64 / self.written.max(1) as f64
+    }
+}
+
+/// A latency histogram in nanoseconds, 1 ns to 1 h, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    // The bounds are constants that `new_with_bounds` accepts.
+    Histogram::new_with_bounds(1, 3_600_000_000_000, 3).expect("valid histogram bounds")
+}
+
+/// The `q` quantile (0..=1) of a nanosecond histogram, in microseconds.
+pub fn quantile_us(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// Records one duration into a nanosecond histogram, saturating.
+pub fn record(h: &mut Histogram<u64>, d: Duration) {
+    h.saturating_record(d.as_nanos().clamp(1, u64::MAX as u128) as u64);
+}
+
+/// Runs `threads` producer threads against `producer` for `duration`, each
+/// logging `text` in a loop. With `timed`, every call is timed with
+/// [`Instant`] into a per-thread histogram, merged at the end.
+///
+/// One untimed warm-up entry is logged first, from the calling thread, so
+/// that one-time costs (a `tracing` callsite's registration, a writer's
+/// first preallocation of its file) stay out of the figures.
+pub fn drive<P: Producer>(
+    producer: &mut P,
+    threads: usize,
+    duration: Duration,
+    text: &str,
+    timed: bool,
+) -> Result<Drive, String> {
+    let stop = AtomicBool::new(false);
+    let barrier = Barrier::new(threads + 1);
+    let first_error: Mutex<Option<String>> = Mutex::new(None);
+    let merged: Mutex<Option<Histogram<u64>>> = Mutex::new(timed.then(latency_histogram));
+    let mut total = 0u64;
+    let mut warmup = Ok(());
+    producer.scoped(&mut || warmup = producer.log_one(text));
+    warmup.map_err(|e| format!("warm-up entry: {e}"))?;
+    let shared: &P = producer;
+    let (start, cpu0) = std::thread::scope(|s| {
+        let mut handles = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let (stop, barrier, first_error, merged) = (&stop, &barrier, &first_error, &merged);
+            handles.push(s.spawn(move || {
+                let mut hist = timed.then(latency_histogram);
+                let mut n = 0u64;
+                barrier.wait();
+                shared.scoped(&mut || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = hist.as_ref().map(|_| Instant::now());
+                        if let Err(e) = shared.log_one(text) {
+                            first_error
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .get_or_insert(e);
+                            stop.store(true, Ordering::Relaxed);
+                            break;
+                        }
+                        if let (Some(h), Some(t)) = (hist.as_mut(), t) {
+                            record(h, t.elapsed());
+                        }
+                        n += 1;
+                    }
+                });
+                if let Some(h) = hist {
+                    let mut m = merged.lock().unwrap_or_else(|p| p.into_inner());
+                    if let Some(m) = m.as_mut() {
+                        // Same bounds on both sides: `add` cannot fail.
+                        let _ = m.add(&h);
+                    }
+                }
+                n
+            }));
+        }
+        let cpu0 = cpu_time();
+        barrier.wait();
+        let start = Instant::now();
+        let deadline = start + duration;
+        while !stop.load(Ordering::Relaxed) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(20)));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for h in handles {
+            match h.join() {
+                Ok(n) => total += n,
+                Err(_) => {
+                    first_error
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get_or_insert_with(|| "a producer thread panicked".into());
+                }
+            }
+        }
+        (start, cpu0)
+    });
+    if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    producer.finish(total + 1)?;
+    let elapsed = start.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu0);
+    Ok(Drive {
+        entries: total,
+        written: total + 1,
+        elapsed,
+        cpu,
+        latency: merged.into_inner().unwrap_or_else(|p| p.into_inner()),
+    })
+}
+
+/// User plus system CPU time consumed so far by every thread of this process
+/// (`getrusage(RUSAGE_SELF)`); zero if the call fails.
+pub fn cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: `usage` is a valid, writable `rusage`; getrusage only writes it.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    // SAFETY: getrusage returned 0, so it filled the struct (and zeroed
+    // memory is a valid `rusage` anyway).
+    let usage = unsafe { usage.assume_init() };
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// The file system type of `path` as Linux names it (`ext4`, `xfs`,
+/// `tmpfs`, ...), or its magic number in hex when unknown.
+pub fn fs_type(path: &std::path::Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return "unknown".into();
+    };
+    let mut st = std::mem::MaybeUninit::<libc::statfs>::zeroed();
+    // SAFETY: `c` is a NUL-terminated path and `st` a writable `statfs`.
+    let rc = unsafe { libc::statfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return "unknown".into();
+    }
+    // SAFETY: statfs returned 0, so it filled the struct.
+    let magic = unsafe { st.assume_init() }.f_type as u64;
+    match magic {
+        0xEF53 => "ext4".into(),
+        0x5846_5342 => "xfs".into(),
+        0x9123_683E => "btrfs".into(),
+        0x0102_1994 => "tmpfs".into(),
+        0x794C_7630 => "overlayfs".into(),
+        0x2FC1_2FC1 => "zfs".into(),
+        0x6969 => "nfs".into(),
+        m => format!("0x{m:x}"),
+    }
+}
+
+/// The median of some numbers (the mean of the middle two for an even
+/// count); 0 for none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    struct Counter(AtomicU64);
+    impl Producer for Counter {
+        fn log_one(&self, text: &str) -> Result<(), String> {
+            self.0.fetch_add(text.len() as u64, Ordering::Relaxed);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn drive_counts_every_call() {
+        let mut p = Counter(AtomicU64::new(0));
+        let d = drive(&mut p, 3, Duration::from_millis(30), "abcd", true).unwrap();
+        assert!(d.entries > 0);
+        assert_eq!(p.0.load(Ordering::Relaxed), d.written * 4);
+        assert_eq!(d.written, d.entries + 1);
+        assert_eq!(d.latency.unwrap().len(), d.entries);
+    }
+
+    #[test]
+    fn median_of_even_and_odd() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+}
