@@ -623,8 +623,22 @@ impl Context {
                 }
                 Err(flume::TrySendError::Disconnected(_)) => return Err(self.closed_error()),
             }
-        } else if self.inner.writer.tx.send(req).is_err() {
-            return Err(self.send_failed());
+        } else {
+            // A caller that waits for its acknowledgement may write itself
+            // when the writer is idle; otherwise it queues like everyone.
+            let req = match rx {
+                Some(_) => self
+                    .inner
+                    .writer
+                    .lead(req, !self.durability().syncs())
+                    .err(),
+                None => Some(req),
+            };
+            if let Some(req) = req
+                && self.inner.writer.tx.send(req).is_err()
+            {
+                return Err(self.send_failed());
+            }
         }
         match rx {
             None => Ok(None),
@@ -632,9 +646,9 @@ impl Context {
         }
     }
 
-    /// Waits for an acknowledgement on a blocking caller's thread. One
-    /// waiter at a time spins briefly (a parked thread takes tens of
-    /// microseconds to wake); the others park at once.
+    /// Waits for an acknowledgement on a blocking caller's thread. A lone
+    /// waiter spins briefly (a parked thread takes tens of microseconds to
+    /// wake); with others waiting, it parks at once.
     fn wait_ack(
         &self,
         mut rx: oneshot::Receiver<Result<Option<Lsn>, Error>>,

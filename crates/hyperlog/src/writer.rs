@@ -78,6 +78,9 @@ pub(crate) enum Request {
     Close {
         ack: oneshot::Sender<Result<(), Error>>,
     },
+    /// Nothing to do: wakes the writer thread after a caller that led a
+    /// group processed a `Close`, so the thread sees it and exits.
+    Wake,
 }
 
 /// State shared between a writer and its producers.
@@ -93,6 +96,9 @@ pub(crate) struct Shared {
     pub closed: AtomicBool,
     /// Buffers handed back by the writer for producers to reuse.
     pool: crossbeam_queue::ArrayQueue<Vec<u8>>,
+    /// Entries in the last committed group (read by the idle writer thread
+    /// without taking the writer's lock).
+    last_group: std::sync::atomic::AtomicUsize,
     /// Callers currently waiting for an acknowledgement.
     pub waiting: std::sync::atomic::AtomicUsize,
     handler: ErrorHandler,
@@ -205,6 +211,9 @@ pub struct RecoveryReport {
 pub(crate) struct WriterHandle {
     pub tx: flume::Sender<Request>,
     pub shared: Arc<Shared>,
+    /// The writer's state; whoever holds the lock is the one writer: the
+    /// thread, or a blocking caller leading a group (see [`WriterHandle::lead`]).
+    core: Arc<Mutex<Option<Writer>>>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -227,36 +236,70 @@ impl WriterHandle {
             writes: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             waiting: std::sync::atomic::AtomicUsize::new(0),
+            last_group: std::sync::atomic::AtomicUsize::new(0),
             pool: crossbeam_queue::ArrayQueue::new(1024),
             handler: cfg.handler.clone(),
         });
         let (tx, rx) = flume::bounded(cfg.queue_capacity);
         let (open_tx, open_rx) = oneshot::channel();
-        let s2 = shared.clone();
+        let core: Arc<Mutex<Option<Writer>>> = Arc::new(Mutex::new(None));
+        let (s2, core2) = (shared.clone(), core.clone());
         let thread = std::thread::Builder::new()
             .name(format!("hyperlog-writer:{target}"))
             .spawn(move || {
-                let mut w = match Writer::open(cfg, s2, rx) {
+                // Opening (and recovering) happens here, off the caller's thread.
+                match Writer::open(cfg, s2.clone(), rx.clone()) {
                     Ok((w, report)) => {
+                        *lock(&core2) = Some(w);
                         let _ = open_tx.send(Ok(report));
-                        w
                     }
                     Err(e) => {
                         let _ = open_tx.send(Err(e));
                         return;
                     }
-                };
-                w.run();
+                }
+                run_thread(&core2, &s2, rx);
             })
             .map_err(|e| Error::io("spawn writer thread for", &target, e))?;
         Ok((
             Arc::new(WriterHandle {
                 tx,
                 shared,
+                core,
                 thread: Mutex::new(Some(thread)),
             }),
             open_rx,
         ))
+    }
+
+    /// Lets a blocking caller write `req` itself when the writer is idle
+    /// (flat combining): it takes the writer's lock, writes whatever is
+    /// queued ahead of it and then its own entry, in one group, and
+    /// acknowledges them all. A lone producer so pays no thread hand-off.
+    /// Gives the request back when the writer is busy; the caller then
+    /// queues it.
+    ///
+    /// With `wait` the caller waits for the lock instead (used in `Flush`
+    /// mode, where holding it means one `write`, not a sync): threads that
+    /// write for themselves avoid a sleep and a wake-up per entry, which on
+    /// two cores and many threads costs more than the write.
+    pub fn lead(&self, req: Request, wait: bool) -> Result<(), Request> {
+        let guard = if wait {
+            Ok(lock(&self.core))
+        } else {
+            self.core.try_lock().map_err(|_| ())
+        };
+        let Ok(mut guard) = guard else {
+            return Err(req);
+        };
+        let Some(w) = guard.as_mut().filter(|w| !w.finished) else {
+            return Err(req);
+        };
+        if w.lead(req) {
+            drop(guard);
+            let _ = self.tx.try_send(Request::Wake);
+        }
+        Ok(())
     }
 
     /// Sends a close request and waits for the thread.
@@ -306,17 +349,19 @@ enum Sink {
     Console(ConsoleStream),
 }
 
-struct Writer {
+pub(crate) struct Writer {
     sink: Sink,
     shared: Arc<Shared>,
-    rx: flume::Receiver<Request>,
+    /// The queue, for draining; dropped when the writer finishes so that
+    /// later sends fail instead of waiting forever.
+    rx: Option<flume::Receiver<Request>>,
+    /// Closed: the file is released.
+    finished: bool,
     format: LogFormat,
     lsn: Option<LsnGenerator>,
     durability: DurabilityMode,
     group_max: usize,
     group: GroupCommit,
-    /// Entries in the last committed group.
-    last_group: usize,
     /// Bytes of zeros written ahead of the data (0: off).
     prealloc_step: u64,
     max_record_size: u64,
@@ -367,7 +412,8 @@ impl Writer {
             Writer {
                 sink,
                 shared,
-                rx,
+                rx: Some(rx),
+                finished: false,
                 format: cfg.format,
                 lsn,
                 durability: cfg.durability,
@@ -378,7 +424,6 @@ impl Writer {
                     cfg.batch_timeout,
                     cfg.durability.syncs(),
                 ),
-                last_group: 0,
                 prealloc_step: cfg.preallocate,
                 max_record_size: cfg.max_record_size,
                 buf: Vec::with_capacity(64 * 1024),
@@ -389,62 +434,28 @@ impl Writer {
         ))
     }
 
-    /// The next request: spins briefly first (when there is a spare core),
-    /// because a producer that was just acknowledged usually sends again
-    /// within microseconds, and parking costs a wake-up of tens of
-    /// microseconds on each side.
-    fn recv_next(&self) -> Result<Request, flume::RecvError> {
-        // Only a lone producer's pattern (groups of one) pays for spinning;
-        // with many producers they need the core, and the queue is rarely empty.
-        if spin_enabled() && self.last_group <= 1 {
-            let start = Instant::now();
-            loop {
-                match self.rx.try_recv() {
-                    Ok(r) => return Ok(r),
-                    Err(flume::TryRecvError::Disconnected) => {
-                        return Err(flume::RecvError::Disconnected);
-                    }
-                    Err(flume::TryRecvError::Empty) => {}
-                }
-                if start.elapsed() > WRITER_SPIN {
-                    break;
-                }
-                for _ in 0..64 {
-                    std::hint::spin_loop();
-                }
+    /// Takes `first` and whatever the group policy lets it gather from the
+    /// queue, commits the group, and handles a control request that ended
+    /// it. Returns true when it closed the writer.
+    fn handle(&mut self, first: Request) -> bool {
+        let mut group = Vec::new();
+        let mut bytes = 0usize;
+        let mut control = None;
+        match first {
+            Request::Record {
+                bytes: b,
+                to_stderr,
+                ack,
+            } => {
+                bytes += b.len();
+                group.push((b, to_stderr, ack));
             }
+            other => control = Some(other),
         }
-        self.rx.recv()
-    }
-
-    fn run(&mut self) {
-        let mut group: Vec<(Vec<u8>, bool, Option<Ack>)> = Vec::new();
-        loop {
-            let first = match self.recv_next() {
-                Ok(r) => r,
-                Err(_) => {
-                    // Every producer is gone: finish quietly.
-                    let _ = self.finish(true);
-                    return;
-                }
-            };
-            let mut control = None;
-            let mut bytes = 0usize;
-            match first {
-                Request::Record {
-                    bytes: b,
-                    to_stderr,
-                    ack,
-                } => {
-                    bytes += b.len();
-                    group.push((b, to_stderr, ack));
-                }
-                other => control = Some(other),
-            }
+        if let Some(rx) = self.rx.clone() {
             let started = Instant::now();
-            while control.is_none() && !group.is_empty() && !self.group.is_full(group.len(), bytes)
-            {
-                let next = match self.rx.try_recv() {
+            while control.is_none() && !self.group.is_full(group.len(), bytes) {
+                let next = match rx.try_recv() {
                     Ok(r) => r,
                     Err(flume::TryRecvError::Disconnected) => break,
                     Err(flume::TryRecvError::Empty) => {
@@ -469,30 +480,119 @@ impl Writer {
                         bytes += b.len();
                         group.push((b, to_stderr, ack));
                     }
+                    Request::Wake => {}
                     other => control = Some(other),
                 }
             }
-            if !group.is_empty() {
+        }
+        if !group.is_empty() {
+            self.commit(&mut group);
+        }
+        control.is_some_and(|c| self.control(c))
+    }
+
+    /// A blocking caller's group: everything queued ahead of `own` (in
+    /// order, in groups within the limits), then `own`. Returns true when a
+    /// queued `Close` closed the writer (`own` is then refused).
+    fn lead(&mut self, own: Request) -> bool {
+        let mut group = Vec::new();
+        let mut bytes = 0usize;
+        if let Some(rx) = self.rx.clone() {
+            while let Ok(r) = rx.try_recv() {
+                match r {
+                    Request::Record {
+                        bytes: b,
+                        to_stderr,
+                        ack,
+                    } => {
+                        bytes += b.len();
+                        group.push((b, to_stderr, ack));
+                        if self.group.is_full(group.len(), bytes) {
+                            self.commit(&mut group);
+                            bytes = 0;
+                        }
+                    }
+                    Request::Wake => {}
+                    control => {
+                        if !group.is_empty() {
+                            self.commit(&mut group);
+                            bytes = 0;
+                        }
+                        if self.control(control) {
+                            self.refuse(own);
+                            return true;
+                        }
+                    }
+                }
+            }
+        }
+        match own {
+            Request::Record {
+                bytes: b,
+                to_stderr,
+                ack,
+            } => {
+                if self.group.is_full(group.len() + 1, bytes + b.len()) && !group.is_empty() {
+                    self.commit(&mut group);
+                }
+                group.push((b, to_stderr, ack));
                 self.commit(&mut group);
+                false
             }
-            match control {
-                None => {}
-                Some(Request::Flush { sync, ack }) => {
-                    let _ = ack.send(self.flush(sync));
+            Request::Wake => {
+                if !group.is_empty() {
+                    self.commit(&mut group);
                 }
-                Some(Request::Close { ack }) => {
-                    let res = self.finish(false);
-                    let _ = ack.send(res);
-                    return;
-                }
-                Some(Request::Record { .. }) => unreachable!("records are never held as control"),
+                false
             }
+            control => {
+                if !group.is_empty() {
+                    self.commit(&mut group);
+                }
+                self.control(control)
+            }
+        }
+    }
+
+    /// Handles a control request; true when it closed the writer.
+    fn control(&mut self, req: Request) -> bool {
+        match req {
+            Request::Flush { sync, ack } => {
+                let _ = ack.send(self.flush(sync));
+                false
+            }
+            Request::Close { ack } => {
+                let res = self.finish(false);
+                let _ = ack.send(res);
+                true
+            }
+            Request::Wake => false,
+            Request::Record { .. } => {
+                self.refuse(req);
+                false
+            }
+        }
+    }
+
+    /// Answers a request that arrived after the writer closed.
+    fn refuse(&self, req: Request) {
+        let closed = || Error::Closed {
+            target: self.shared.target.clone(),
+        };
+        match req {
+            Request::Record { ack: Some(a), .. } => {
+                let _ = a.send(Err(closed()));
+            }
+            Request::Flush { ack, .. } | Request::Close { ack } => {
+                let _ = ack.send(Err(closed()));
+            }
+            _ => {}
         }
     }
 
     /// Writes and (per policy) syncs one group, then acknowledges it.
     fn commit(&mut self, group: &mut Vec<(Vec<u8>, bool, Option<Ack>)>) {
-        self.last_group = group.len();
+        self.shared.last_group.store(group.len(), Ordering::Relaxed);
         if let Some(p) = self.shared.poisoned() {
             for (_, _, ack) in group.drain(..) {
                 if let Some(a) = ack {
@@ -619,8 +719,8 @@ impl Writer {
                     let t = Instant::now();
                     file.sync_data()
                         .map_err(|e| Error::io("fdatasync", path.clone(), e))?;
-                    self.group
-                        .record(self.acks.len(), t.elapsed(), self.rx.len());
+                    let backlog = self.rx.as_ref().map_or(0, flume::Receiver::len);
+                    self.group.record(self.acks.len(), t.elapsed(), backlog);
                 }
                 *good_len += self.buf.len() as u64;
                 Ok(())
@@ -687,7 +787,12 @@ impl Writer {
     fn finish(&mut self, quiet: bool) -> Result<(), Error> {
         let mut group = Vec::new();
         let mut waiting = Vec::new();
-        for r in self.rx.drain() {
+        for r in self
+            .rx
+            .as_ref()
+            .map(|rx| rx.drain().collect::<Vec<_>>())
+            .unwrap_or_default()
+        {
             match r {
                 Request::Record {
                     bytes,
@@ -695,6 +800,7 @@ impl Writer {
                     ack,
                 } => group.push((bytes, to_stderr, ack)),
                 Request::Flush { ack, .. } | Request::Close { ack } => waiting.push(ack),
+                Request::Wake => {}
             }
         }
         while !group.is_empty() {
@@ -724,9 +830,74 @@ impl Writer {
         for a in waiting {
             let _ = a.send(res.clone());
         }
-        // Release the file (and its lock) now.
+        // Release the file (and its lock) now, and the queue: later sends
+        // fail fast instead of waiting for a writer that is gone.
         self.sink = Sink::Console(ConsoleStream::Stdout);
+        self.finished = true;
+        self.rx = None;
         res
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// How long an idle writer thread spins before it parks; only after groups
+/// of one (a lone producer, which sends again within microseconds, while a
+/// parked thread takes tens of microseconds to wake). With many producers
+/// the core is theirs and the queue is rarely empty.
+fn recv_next(rx: &flume::Receiver<Request>, shared: &Shared) -> Result<Request, flume::RecvError> {
+    if spin_enabled() && shared.last_group.load(Ordering::Relaxed) <= 1 {
+        let start = Instant::now();
+        loop {
+            match rx.try_recv() {
+                Ok(r) => return Ok(r),
+                Err(flume::TryRecvError::Disconnected) => {
+                    return Err(flume::RecvError::Disconnected);
+                }
+                Err(flume::TryRecvError::Empty) => {}
+            }
+            if start.elapsed() > WRITER_SPIN {
+                break;
+            }
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
+        }
+    }
+    rx.recv()
+}
+
+/// The writer thread: takes requests from the queue and handles them under
+/// the writer's lock, until the writer is closed (by itself or by a caller
+/// that led a group) or every producer is gone.
+fn run_thread(core: &Mutex<Option<Writer>>, shared: &Shared, rx: flume::Receiver<Request>) {
+    loop {
+        let next = recv_next(&rx, shared);
+        let mut guard = lock(core);
+        let Some(w) = guard.as_mut() else { return };
+        match next {
+            Err(_) => {
+                // Every producer is gone: finish quietly.
+                if !w.finished {
+                    let _ = w.finish(true);
+                }
+                return;
+            }
+            Ok(req) if w.finished => {
+                w.refuse(req);
+                for r in rx.drain() {
+                    w.refuse(r);
+                }
+                return;
+            }
+            Ok(req) => {
+                if w.handle(req) {
+                    return;
+                }
+            }
+        }
     }
 }
 
