@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use hyperlog::{DurabilityMode, LogFormat};
 use serde_json::json;
 
-use crate::measure::{Drive, drive, latency_histogram, median, quantile_us};
+use crate::measure::{Drive, drive, drive_tasks, latency_histogram, median, quantile_us};
 use crate::peers::{Hyperlog, RawFsync};
 use crate::report::{Ratio, Section, Table, num, rate, ratio};
 use crate::{Settings, payload};
@@ -37,22 +37,36 @@ pub const RAW_RECORD_BYTES: usize = 100;
 const RAW_APPEND: &str = "raw append write_all+sync_data";
 const RAW_ZEROED: &str = "raw pre-zeroed pwrite+sync_data";
 
+/// How the producers run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Driver {
+    /// OS threads calling `log_blocking`.
+    Threads,
+    /// Tokio tasks (two worker threads) awaiting `log`.
+    Tasks,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Shape {
     mode: DurabilityMode,
     format: LogFormat,
     size: usize,
     producers: usize,
+    driver: Driver,
 }
 
 impl Shape {
     fn label(&self) -> String {
         format!(
-            "{} {} {} x{}",
+            "{} {} {} x{}{}",
             mode_name(self.mode),
             format_name(self.format),
             size_name(self.size),
-            self.producers
+            self.producers,
+            match self.driver {
+                Driver::Threads => "",
+                Driver::Tasks => " tasks",
+            }
         )
     }
 }
@@ -137,7 +151,10 @@ fn run_shape(s: &Settings, dir: &Path, shape: Shape) -> Result<Sample, String> {
     let text = payload::text(shape.size);
     let mut p = Hyperlog::file(&path, shape.mode, shape.format, true)?;
     let before = p.context().stats().syncs;
-    let d = drive(&mut p, shape.producers, s.run, &text, true)?;
+    let d = match shape.driver {
+        Driver::Threads => drive(&mut p, shape.producers, s.run, &text, true)?,
+        Driver::Tasks => drive_tasks(p.context(), shape.producers, s.run, &text)?,
+    };
     let syncs = p.context().stats().syncs - before;
     p.close()?;
     let file_bytes = file_len(&path)?;
@@ -175,8 +192,16 @@ fn shapes() -> Vec<Shape> {
                         format,
                         size,
                         producers,
+                        driver: Driver::Threads,
                     });
                 }
+                v.push(Shape {
+                    mode: DurabilityMode::FsyncBatch,
+                    format,
+                    size,
+                    producers,
+                    driver: Driver::Tasks,
+                });
             }
         }
     }
@@ -231,6 +256,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
         "format",
         "message",
         "producers",
+        "as",
         "entries/s",
         "p50 us",
         "p99 us",
@@ -241,50 +267,53 @@ pub fn run(s: &Settings) -> Result<Section, String> {
         "bytes / entry",
     ]);
     let mut data = Vec::new();
-    let mut push_row = |mode: &str, format: &str, size: usize, producers: usize, a: &Agg| {
-        let l = a.latency();
-        let syncs = a.med(Sample::syncs_per_s);
-        table.row(vec![
-            mode.into(),
-            format.into(),
-            size_name(size),
-            producers.to_string(),
-            rate(a.rate()),
-            num(quantile_us(&l, 0.5)),
-            num(quantile_us(&l, 0.99)),
-            num(quantile_us(&l, 0.999)),
-            rate(syncs),
-            num(ratio(a.rate(), syncs)),
-            num(a.med(|x| x.drive.cpu_per_million())),
-            num(a.med(Sample::bytes_per_entry)),
-        ]);
-        data.push(json!({
-            "mode": mode,
-            "format": format,
-            "message_bytes": size,
-            "producers": producers,
-            "entries_per_s_median": a.rate(),
-            "latency_us": {
-                "p50": quantile_us(&l, 0.5),
-                "p99": quantile_us(&l, 0.99),
-                "p99_9": quantile_us(&l, 0.999),
-                "max": l.max() as f64 / 1000.0,
-                "count": l.len(),
-            },
-            "fdatasync_per_s_median": syncs,
-            "cpu_s_per_million_median": a.med(|x| x.drive.cpu_per_million()),
-            "bytes_per_entry_median": a.med(Sample::bytes_per_entry),
-            "runs": a.samples.iter().map(|x| json!({
-                "entries": x.drive.entries,
-                "secs": x.drive.elapsed.as_secs_f64(),
-                "syncs": x.syncs,
-                "cpu_s": x.drive.cpu.as_secs_f64(),
-                "file_bytes": x.file_bytes,
-            })).collect::<Vec<_>>(),
-        }));
-    };
-    push_row(RAW_APPEND, "-", RAW_RECORD_BYTES, 1, &raw);
-    push_row(RAW_ZEROED, "-", RAW_RECORD_BYTES, 1, &raw_zeroed);
+    let mut push_row =
+        |mode: &str, format: &str, size: usize, producers: usize, driver: &str, a: &Agg| {
+            let l = a.latency();
+            let syncs = a.med(Sample::syncs_per_s);
+            table.row(vec![
+                mode.into(),
+                format.into(),
+                size_name(size),
+                producers.to_string(),
+                driver.into(),
+                rate(a.rate()),
+                num(quantile_us(&l, 0.5)),
+                num(quantile_us(&l, 0.99)),
+                num(quantile_us(&l, 0.999)),
+                rate(syncs),
+                num(ratio(a.rate(), syncs)),
+                num(a.med(|x| x.drive.cpu_per_million())),
+                num(a.med(Sample::bytes_per_entry)),
+            ]);
+            data.push(json!({
+                "mode": mode,
+                "format": format,
+                "message_bytes": size,
+                "producers": producers,
+                "driver": driver,
+                "entries_per_s_median": a.rate(),
+                "latency_us": {
+                    "p50": quantile_us(&l, 0.5),
+                    "p99": quantile_us(&l, 0.99),
+                    "p99_9": quantile_us(&l, 0.999),
+                    "max": l.max() as f64 / 1000.0,
+                    "count": l.len(),
+                },
+                "fdatasync_per_s_median": syncs,
+                "cpu_s_per_million_median": a.med(|x| x.drive.cpu_per_million()),
+                "bytes_per_entry_median": a.med(Sample::bytes_per_entry),
+                "runs": a.samples.iter().map(|x| json!({
+                    "entries": x.drive.entries,
+                    "secs": x.drive.elapsed.as_secs_f64(),
+                    "syncs": x.syncs,
+                    "cpu_s": x.drive.cpu.as_secs_f64(),
+                    "file_bytes": x.file_bytes,
+                })).collect::<Vec<_>>(),
+            }));
+        };
+    push_row(RAW_APPEND, "-", RAW_RECORD_BYTES, 1, "thread", &raw);
+    push_row(RAW_ZEROED, "-", RAW_RECORD_BYTES, 1, "thread", &raw_zeroed);
     for (i, shape) in shapes.iter().enumerate() {
         if aggs[i].samples.is_empty() {
             continue;
@@ -294,16 +323,21 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             format_name(shape.format),
             shape.size,
             shape.producers,
+            match shape.driver {
+                Driver::Threads => "threads",
+                Driver::Tasks => "tasks",
+            },
             &aggs[i],
         );
     }
 
-    let find = |mode, format, size, producers| {
+    let find = |mode, format, size, producers, driver| {
         let want = Shape {
             mode,
             format,
             size,
             producers,
+            driver,
         };
         shapes
             .iter()
@@ -320,13 +354,13 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             ("raw append loop", &raw),
             ("raw pre-zeroed loop", &raw_zeroed),
         ] {
-            if let Some(a) = find(DurabilityMode::Fsync, format, 100, 1) {
+            if let Some(a) = find(DurabilityMode::Fsync, format, 100, 1, Driver::Threads) {
                 ratios.push(Ratio {
                     what: format!("Fsync {f} 100 B, 1 producer / {base}: throughput"),
                     value: ratio(a.rate(), b.rate()),
                 });
             }
-            if let Some(a) = find(DurabilityMode::FsyncBatch, format, 100, 1) {
+            if let Some(a) = find(DurabilityMode::FsyncBatch, format, 100, 1, Driver::Threads) {
                 ratios.push(Ratio {
                     what: format!("FsyncBatch {f} 100 B, 1 producer / {base}: p50 latency"),
                     value: ratio(
@@ -339,18 +373,20 @@ pub fn run(s: &Settings) -> Result<Section, String> {
     }
     for size in SIZES {
         for format in FORMATS {
-            if let (Some(b), Some(a)) = (
-                find(DurabilityMode::FsyncBatch, format, size, 64),
-                find(DurabilityMode::Fsync, format, size, 1),
-            ) {
-                ratios.push(Ratio {
-                    what: format!(
-                        "FsyncBatch 64 producers / Fsync 1 producer ({} {}): throughput",
-                        format_name(format),
-                        size_name(size)
-                    ),
-                    value: ratio(b.rate(), a.rate()),
-                });
+            for (driver, name) in [(Driver::Threads, "threads"), (Driver::Tasks, "tasks")] {
+                if let (Some(b), Some(a)) = (
+                    find(DurabilityMode::FsyncBatch, format, size, 64, driver),
+                    find(DurabilityMode::Fsync, format, size, 1, Driver::Threads),
+                ) {
+                    ratios.push(Ratio {
+                        what: format!(
+                            "FsyncBatch 64 producer {name} / Fsync 1 producer ({} {}): throughput",
+                            format_name(format),
+                            size_name(size)
+                        ),
+                        value: ratio(b.rate(), a.rate()),
+                    });
+                }
             }
         }
     }
@@ -363,7 +399,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
                 s.rounds,
                 s.run.as_secs_f64()
             ),
-            "Producers are OS threads calling `Context::log_blocking(Message::info(text))` with LSNs on; `message` is the message field's size (the record adds the envelope, see bytes / entry).".into(),
+            "Producers are OS threads calling `Context::log_blocking(Message::info(text))` (*threads*) or tokio tasks on a two-worker runtime awaiting `Context::log` (*tasks*), with LSNs on; `message` is the message field's size (the record adds the envelope, see bytes / entry). On two cores every blocked thread costs a context switch per entry, which tasks avoid.".into(),
             "Latency is per call, `Instant` before and after `log_blocking`: the time until the entry is acknowledged durable.".into(),
             format!(
                 "Baselines, run first and last in each round: one thread writing a {RAW_RECORD_BYTES}-byte record then calling `File::sync_data`, in a loop; *append* uses `write_all` at the end of the file (each sync also commits the new size: bare fdatasync p50 = {} us), *pre-zeroed* uses `pwrite` over zeros written and synced in 4 MiB steps, as hyperlog preallocates for syncing modes by default (p50 = {} us).",

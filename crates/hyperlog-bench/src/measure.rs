@@ -179,6 +179,74 @@ pub fn drive<P: Producer>(
     })
 }
 
+/// Like [`drive`], but the producers are `tasks` async tasks on a tokio
+/// runtime with two worker threads, each awaiting `Context::log` in a loop:
+/// how an async service with many concurrent requests logs. Every call is
+/// timed.
+pub fn drive_tasks(
+    ctx: &hyperlog::Context,
+    tasks: usize,
+    duration: Duration,
+    text: &str,
+) -> Result<Drive, String> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_time()
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    ctx.log_blocking(hyperlog::Message::info(text))
+        .map_err(|e| format!("warm-up entry: {e}"))?;
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    let results: Vec<Result<(u64, Histogram<u64>), String>> = rt.block_on(async {
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let (ctx, stop, text) = (ctx.clone(), stop.clone(), text.to_string());
+                tokio::spawn(async move {
+                    let mut h = latency_histogram();
+                    let mut n = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        let t = Instant::now();
+                        ctx.log(hyperlog::Message::info(text.as_str()))
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        record(&mut h, t.elapsed());
+                        n += 1;
+                    }
+                    Ok((n, h))
+                })
+            })
+            .collect();
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            out.push(
+                h.await
+                    .unwrap_or_else(|e| Err(format!("a producer task failed: {e}"))),
+            );
+        }
+        out
+    });
+    let elapsed = start.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu0);
+    let mut merged = latency_histogram();
+    let mut total = 0;
+    for r in results {
+        let (n, h) = r?;
+        total += n;
+        let _ = merged.add(&h);
+    }
+    Ok(Drive {
+        entries: total,
+        written: total + 1,
+        elapsed,
+        cpu,
+        latency: Some(merged),
+    })
+}
+
 /// User plus system CPU time consumed so far by every thread of this process
 /// (`getrusage(RUSAGE_SELF)`); zero if the call fails.
 pub fn cpu_time() -> Duration {

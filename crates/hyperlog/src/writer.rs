@@ -465,10 +465,13 @@ impl Writer {
                         if self.group.caught_up(group.len()) || started.elapsed() >= budget {
                             break;
                         }
-                        // Yield rather than park: the producers being waited
-                        // for need this core more than a wake-up would cost.
-                        std::thread::yield_now();
-                        continue;
+                        // Park with a deadline: the producers being waited for
+                        // need the cores, and a yielding thread may not get one
+                        // back for a whole time slice.
+                        match rx.recv_deadline(started + budget) {
+                            Ok(r) => r,
+                            Err(_) => break,
+                        }
                     }
                 };
                 match next {
