@@ -329,6 +329,10 @@ pub struct WriterStats {
     pub syncs: u64,
     /// Entries dropped and not yet reported in the log.
     pub dropped_pending: u64,
+    /// Records that reached the OS (drop notices included).
+    pub records_written: u64,
+    /// Bytes that reached the OS (preallocated zeros not included).
+    pub bytes_written: u64,
 }
 
 enum Prepared {
@@ -372,6 +376,8 @@ impl Context {
             writes: s.writes.load(Ordering::Relaxed),
             syncs: s.syncs.load(Ordering::Relaxed),
             dropped_pending: s.dropped.load(Ordering::Relaxed),
+            records_written: s.records_written.load(Ordering::Relaxed),
+            bytes_written: s.bytes_written.load(Ordering::Relaxed),
         }
     }
 

@@ -93,6 +93,9 @@ pub(crate) struct Shared {
     pub dropped: AtomicU64,
     pub syncs: AtomicU64,
     pub writes: AtomicU64,
+    /// Records and bytes that reached the OS (after a successful write).
+    pub records_written: AtomicU64,
+    pub bytes_written: AtomicU64,
     pub closed: AtomicBool,
     /// Buffers handed back by the writer for producers to reuse.
     pool: crossbeam_queue::ArrayQueue<Vec<u8>>,
@@ -234,6 +237,8 @@ impl WriterHandle {
             dropped: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
             writes: AtomicU64::new(0),
+            records_written: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             last_group: std::sync::atomic::AtomicUsize::new(0),
@@ -364,6 +369,8 @@ pub(crate) struct Writer {
     group: GroupCommit,
     /// Bytes of zeros written ahead of the data (0: off).
     prealloc_step: u64,
+    /// Records in `buf`/`err_buf` not yet written.
+    records_in_buf: u64,
     max_record_size: u64,
     buf: Vec<u8>,
     err_buf: Vec<u8>,
@@ -425,6 +432,7 @@ impl Writer {
                     cfg.durability.syncs(),
                 ),
                 prealloc_step: cfg.preallocate,
+                records_in_buf: 0,
                 max_record_size: cfg.max_record_size,
                 buf: Vec::with_capacity(64 * 1024),
                 err_buf: Vec::new(),
@@ -620,6 +628,7 @@ impl Writer {
                     } else {
                         self.buf.extend_from_slice(&bytes)
                     }
+                    self.records_in_buf += 1;
                     if let Some(a) = ack {
                         self.acks.push((a, None));
                     }
@@ -640,6 +649,7 @@ impl Writer {
                         continue;
                     }
                     format::finish_record(self.format, &bytes, lsn, &mut self.buf);
+                    self.records_in_buf += 1;
                     if let Some(a) = ack {
                         self.acks.push((a, lsn));
                     }
@@ -647,9 +657,14 @@ impl Writer {
             }
             self.shared.recycle(bytes);
         }
+        let records = self.records_in_buf;
+        self.records_in_buf = 0;
         let result = self.write_and_sync();
         match result {
             Ok(()) => {
+                self.shared
+                    .records_written
+                    .fetch_add(records, Ordering::Relaxed);
                 for (a, lsn) in self.acks.drain(..) {
                     let _ = a.send(Ok(lsn));
                 }
@@ -726,6 +741,9 @@ impl Writer {
                     self.group.record(self.acks.len(), t.elapsed(), backlog);
                 }
                 *good_len += self.buf.len() as u64;
+                self.shared
+                    .bytes_written
+                    .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
                 Ok(())
             }
         }
@@ -759,6 +777,7 @@ impl Writer {
                 {
                     let lsn = self.lsn.as_mut().map(|g| g.next(now_ms()));
                     format::finish_record(self.format, &env, lsn, &mut self.buf);
+                    self.records_in_buf += 1;
                 }
             }
         }
