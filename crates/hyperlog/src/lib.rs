@@ -99,6 +99,8 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+#[cfg(any(feature = "tracing", feature = "log"))]
+mod adapters;
 mod entry;
 mod error;
 pub mod format;
@@ -112,6 +114,12 @@ pub mod reader;
 pub mod template;
 mod writer;
 
+#[cfg(any(feature = "tracing", feature = "log"))]
+pub use adapters::EcosystemEvent;
+#[cfg(feature = "tracing")]
+pub use adapters::HyperlogLayer;
+#[cfg(feature = "log")]
+pub use adapters::HyperlogLogger;
 pub use entry::{CallSite, Entry, Log, Message};
 pub use error::{Error, Result};
 pub use format::LogFormat;

@@ -369,6 +369,12 @@ impl Context {
         lock(&self.inner.report).clone()
     }
 
+    /// Passes an error that has no caller to return to (in an adapter, say)
+    /// to the context's error handler.
+    pub fn report_error(&self, e: &Error) {
+        self.inner.writer.shared.handle_error(e);
+    }
+
     /// The writer's counters.
     pub fn stats(&self) -> WriterStats {
         let s = &self.inner.writer.shared;

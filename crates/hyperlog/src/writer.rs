@@ -119,6 +119,11 @@ impl Shared {
         let _ = self.poisoned.set(first.clone());
     }
 
+    /// Hands an error that has no caller to the error handler.
+    pub fn handle_error(&self, e: &Error) {
+        (self.handler)(e);
+    }
+
     fn report(&self, e: Error) {
         (self.handler)(&e);
         let mut p = self.pending.lock().unwrap_or_else(|p| p.into_inner());
