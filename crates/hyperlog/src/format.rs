@@ -389,6 +389,20 @@ pub fn detect_format(head: &[u8], file_len: u64, max_record_size: u64) -> Option
     head.contains(&0).then_some(LogFormat::Binary)
 }
 
+/// The format of a file whose first record is complete and intact: a binary
+/// record with a matching checksum, or a first line that is a JSON object
+/// ending in a newline. `None` when the first bytes prove neither (an empty
+/// file, or a first record cut short by a crash).
+pub fn detect_complete(head: &[u8], file_len: u64, max_record_size: u64) -> Option<LogFormat> {
+    if check_binary(head, file_len, max_record_size).is_ok() {
+        return Some(LogFormat::Binary);
+    }
+    let nl = head.iter().position(|&c| c == b'\n')?;
+    let line = &head[..nl];
+    (line.trim_ascii_start().starts_with(b"{") && check_json_line(line).is_ok())
+        .then_some(LogFormat::Json)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,5 +486,15 @@ mod tests {
         assert_eq!(detect_format(b"{\"a\":1}\n", 8, 100), Some(LogFormat::Json));
         assert_eq!(detect_format(b"", 0, 100), None);
         assert_eq!(detect_format(b"hello", 5, 100), None);
+        assert_eq!(
+            detect_complete(&bin, n, DEFAULT_MAX_RECORD_SIZE),
+            Some(LogFormat::Binary)
+        );
+        assert_eq!(detect_complete(&bin[..5], 5, DEFAULT_MAX_RECORD_SIZE), None);
+        assert_eq!(
+            detect_complete(b"{\"a\":1}\n", 8, 100),
+            Some(LogFormat::Json)
+        );
+        assert_eq!(detect_complete(b"{\"a\":1", 7, 100), None);
     }
 }

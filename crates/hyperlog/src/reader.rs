@@ -165,11 +165,19 @@ impl Scanner {
             let want = (HEADER_LEN as u64 + max).min(len).min(CHUNK as u64 * 4) as usize;
             s.fill(0, want)?;
             let head = s.window(0, want);
-            s.format = detect_format(head, len, max).ok_or_else(|| Error::Corrupt {
-                path: path.to_path_buf(),
-                offset: 0,
-                reason: "the file is neither JSON lines nor binary records".into(),
-            })?;
+            s.format = match detect_format(head, len, max) {
+                Some(f) => f,
+                // Fewer bytes than a header and no `{`: a binary record
+                // whose header was cut short (a crash during the first write).
+                None if len < HEADER_LEN as u64 => LogFormat::Binary,
+                None => {
+                    return Err(Error::Corrupt {
+                        path: path.to_path_buf(),
+                        offset: 0,
+                        reason: "the file is neither JSON lines nor binary records".into(),
+                    });
+                }
+            };
         }
         Ok(s)
     }

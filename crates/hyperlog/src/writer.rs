@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use futures::channel::oneshot;
 
 use crate::entry::CallSite;
-use crate::format::{self, LogFormat};
+use crate::format::{self, HEADER_LEN, LogFormat};
 use crate::fs::{FileSystem, WritableFile, parent_dir};
 use crate::group_commit::GroupCommit;
 use crate::lsn::{LsnGenerator, now_ms};
@@ -968,19 +968,30 @@ fn open_file(
     if len == 0 {
         return Ok((file, report));
     }
-    let sum: ScanSummary = scan_log(fs, path, None, max_record_size, recovery)?;
-    if sum.format != format {
+    // Only a complete first record of the other format is a mismatch; a
+    // first record cut short by a crash is read in the configured format
+    // (and cut off as a torn tail).
+    let head = read_range(
+        fs,
+        path,
+        0,
+        len.min(HEADER_LEN as u64 + max_record_size).min(1 << 20),
+    )?;
+    if let Some(found) = format::detect_complete(&head, len, max_record_size)
+        && found != format
+    {
         return Err(Error::InvalidOption {
             context: path.display().to_string(),
             option: "format",
             reason: format!(
                 "{} holds {:?} records but the context is configured for {:?}",
                 path.display(),
-                sum.format,
+                found,
                 format
             ),
         });
     }
+    let sum: ScanSummary = scan_log(fs, path, Some(format), max_record_size, recovery)?;
     report.records = sum.records;
     report.last_lsn = sum.last_lsn;
     report.skipped = sum.skipped.clone();

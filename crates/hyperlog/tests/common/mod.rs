@@ -1,0 +1,456 @@
+//! Test support shared by the integration tests: a fault-injecting file
+//! system over the real disk, an in-memory read-only file system for
+//! exhaustive damage loops, and a deadline runner.
+//!
+//! Not every test binary uses every helper.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hyperlog::fs::{FileSystem, ReadableFile, StdFs, WritableFile};
+
+/// `EIO`.
+pub const EIO: i32 = 5;
+/// `ENOSPC`.
+pub const ENOSPC: i32 = 28;
+
+/// Runs `f` on its own thread and returns its result; panics with "hung"
+/// when it does not finish within `secs` seconds (a deadline, never a timing
+/// assertion), and re-raises its panic if it panicked.
+pub fn with_deadline<T, F>(secs: u64, f: F) -> T
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    let h = std::thread::Builder::new()
+        .name("test-body".into())
+        .spawn(move || {
+            let v = f();
+            let _ = tx.send(v);
+        })
+        .expect("spawn test body");
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(v) => {
+            let _ = h.join();
+            v
+        }
+        Err(RecvTimeoutError::Timeout) => panic!("hung: the test body did not finish in {secs}s"),
+        Err(RecvTimeoutError::Disconnected) => match h.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => unreachable!("the body ended without a result or a panic"),
+        },
+    }
+}
+
+/// The two operations faults are injected into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    /// `WritableFile::write`.
+    Write,
+    /// `WritableFile::sync_data`.
+    Sync,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    /// Fail exactly the call with this 1-based index (counted over the whole
+    /// life of the file system).
+    Nth(u64),
+    /// Fail every call from this index on.
+    From(u64),
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    write: Option<(Trigger, i32)>,
+    sync: Option<(Trigger, i32)>,
+    /// Writes store at most this many bytes.
+    short_write: Option<usize>,
+    hold_write: bool,
+    hold_sync: bool,
+    held_write: usize,
+    held_sync: usize,
+    sync_delay: Duration,
+}
+
+impl Faults {
+    fn rule(&mut self, op: Op) -> &mut Option<(Trigger, i32)> {
+        match op {
+            Op::Write => &mut self.write,
+            Op::Sync => &mut self.sync,
+        }
+    }
+    fn hold(&mut self, op: Op) -> &mut bool {
+        match op {
+            Op::Write => &mut self.hold_write,
+            Op::Sync => &mut self.hold_sync,
+        }
+    }
+    fn held(&mut self, op: Op) -> &mut usize {
+        match op {
+            Op::Write => &mut self.held_write,
+            Op::Sync => &mut self.held_sync,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    faults: Mutex<Faults>,
+    cv: Condvar,
+    /// `write` calls (every call, failed or not).
+    writes: AtomicU64,
+    /// `sync_data` calls (every call, failed or not).
+    syncs: AtomicU64,
+    failed_writes: AtomicU64,
+    failed_syncs: AtomicU64,
+    /// Per file: the data length (write position) covered by the last
+    /// successful `sync_data`.
+    synced: Mutex<HashMap<PathBuf, u64>>,
+    /// Per file: every successful sync's covered length, in order.
+    sync_log: Mutex<HashMap<PathBuf, Vec<u64>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A file system over the real disk ([`StdFs`]) that counts writes and syncs,
+/// remembers how many bytes each successful sync covered, and injects faults:
+/// the Nth write or sync (or every one from now on) fails with an errno,
+/// writes can be cut short, and writes or syncs can be held at a gate until
+/// the test releases them.
+#[derive(Debug, Clone, Default)]
+pub struct FaultFs {
+    state: Arc<State>,
+}
+
+impl FaultFs {
+    /// A healthy fault file system.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// As the trait object `ContextOptions::file_system` takes.
+    pub fn handle(&self) -> Arc<dyn FileSystem> {
+        Arc::new(self.clone())
+    }
+
+    /// `write` calls so far (including failed ones).
+    pub fn writes(&self) -> u64 {
+        self.state.writes.load(Ordering::SeqCst)
+    }
+
+    /// `sync_data` calls so far (including failed ones).
+    pub fn syncs(&self) -> u64 {
+        self.state.syncs.load(Ordering::SeqCst)
+    }
+
+    /// Calls of `op` so far.
+    pub fn calls(&self, op: Op) -> u64 {
+        match op {
+            Op::Write => self.writes(),
+            Op::Sync => self.syncs(),
+        }
+    }
+
+    /// Injected failures of `op` so far.
+    pub fn failures(&self, op: Op) -> u64 {
+        match op {
+            Op::Write => self.state.failed_writes.load(Ordering::SeqCst),
+            Op::Sync => self.state.failed_syncs.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The data length of `path` that the last successful `sync_data` of a
+    /// file opened for append covered (0 if none).
+    pub fn synced_len(&self, path: &Path) -> u64 {
+        lock(&self.state.synced).get(path).copied().unwrap_or(0)
+    }
+
+    /// The covered length of every successful sync of `path`, in order.
+    pub fn sync_history(&self, path: &Path) -> Vec<u64> {
+        lock(&self.state.sync_log)
+            .get(path)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Fails the `n`th call of `op` from now (1 = the next one) with `errno`.
+    pub fn fail_nth(&self, op: Op, n: u64, errno: i32) {
+        assert!(n >= 1);
+        let at = self.calls(op) + n;
+        *lock(&self.state.faults).rule(op) = Some((Trigger::Nth(at), errno));
+    }
+
+    /// Fails every call of `op` from now on with `errno` (a call held at the
+    /// gate when this is armed fails too).
+    pub fn fail_from_now(&self, op: Op, errno: i32) {
+        *lock(&self.state.faults).rule(op) = Some((Trigger::From(0), errno));
+    }
+
+    /// Makes every write store at most `max` bytes (a short write), or
+    /// restores whole writes with `None`.
+    pub fn short_writes(&self, max: Option<usize>) {
+        lock(&self.state.faults).short_write = max.map(|m| m.max(1));
+    }
+
+    /// Makes every `sync_data` sleep this long before syncing, so that
+    /// producers pile up behind it (not a timing assertion: it only makes
+    /// group commit observable on fast disks).
+    pub fn sync_delay(&self, d: Duration) {
+        lock(&self.state.faults).sync_delay = d;
+    }
+
+    /// Holds every call of `op` at a gate until [`FaultFs::release`].
+    pub fn hold(&self, op: Op) {
+        *lock(&self.state.faults).hold(op) = true;
+    }
+
+    /// Opens the gate of `op`.
+    pub fn release(&self, op: Op) {
+        *lock(&self.state.faults).hold(op) = false;
+        self.state.cv.notify_all();
+    }
+
+    /// Waits until at least one call of `op` is held at the gate; panics
+    /// with "hung" after `deadline`.
+    pub fn wait_held(&self, op: Op, deadline: Duration) {
+        let end = Instant::now() + deadline;
+        let mut f = lock(&self.state.faults);
+        while *f.held(op) == 0 {
+            let now = Instant::now();
+            assert!(now < end, "hung: no {op:?} reached the gate");
+            f = self
+                .state
+                .cv
+                .wait_timeout(f, end - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Removes every fault, hold and delay (counters are kept).
+    pub fn heal(&self) {
+        {
+            let mut f = lock(&self.state.faults);
+            let (hw, hs) = (f.held_write, f.held_sync);
+            *f = Faults::default();
+            f.held_write = hw;
+            f.held_sync = hs;
+        }
+        self.state.cv.notify_all();
+    }
+
+    /// Counts a call of `op`, waits at the gate if held, and says whether it
+    /// must fail (with which errno), plus the short-write cap and sync delay.
+    fn enter(&self, op: Op) -> (Option<i32>, Option<usize>, Duration) {
+        let counter = match op {
+            Op::Write => &self.state.writes,
+            Op::Sync => &self.state.syncs,
+        };
+        let index = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut f = lock(&self.state.faults);
+        if *f.hold(op) {
+            *f.held(op) += 1;
+            self.state.cv.notify_all();
+            while *f.hold(op) {
+                f = self.state.cv.wait(f).unwrap_or_else(|p| p.into_inner());
+            }
+            *f.held(op) -= 1;
+        }
+        let fail = match *f.rule(op) {
+            Some((Trigger::Nth(at), errno)) if at == index => Some(errno),
+            Some((Trigger::From(at), errno)) if index >= at => Some(errno),
+            _ => None,
+        };
+        if fail.is_some() {
+            match op {
+                Op::Write => &self.state.failed_writes,
+                Op::Sync => &self.state.failed_syncs,
+            }
+            .fetch_add(1, Ordering::SeqCst);
+        }
+        (fail, f.short_write, f.sync_delay)
+    }
+}
+
+struct FaultFile {
+    inner: Box<dyn WritableFile>,
+    fs: FaultFs,
+    path: PathBuf,
+    /// The write position: the end of the data (preallocated zeros past it
+    /// do not count).
+    pos: u64,
+}
+
+impl WritableFile for FaultFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let (fail, short, _) = self.fs.enter(Op::Write);
+        if let Some(errno) = fail {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        let buf = match short {
+            Some(max) if buf.len() > max => &buf[..max],
+            _ => buf,
+        };
+        let n = self.inner.write(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        let (fail, _, delay) = self.fs.enter(Op::Sync);
+        if let Some(errno) = fail {
+            return Err(io::Error::from_raw_os_error(errno));
+        }
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
+        // The writer is the only one writing this file, so what is written
+        // now is what this sync covers.
+        let covered = self.pos;
+        self.inner.sync_data()?;
+        lock(&self.fs.state.synced).insert(self.path.clone(), covered);
+        lock(&self.fs.state.sync_log)
+            .entry(self.path.clone())
+            .or_default()
+            .push(covered);
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.inner.truncate(len)?;
+        self.pos = len;
+        Ok(())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+
+    fn try_lock(&self) -> io::Result<bool> {
+        self.inner.try_lock()
+    }
+
+    fn allocate(&mut self, len: u64) -> io::Result<bool> {
+        self.inner.allocate(len)
+    }
+}
+
+impl FileSystem for FaultFs {
+    fn open_append(&self, path: &Path, mode: u32) -> io::Result<(Box<dyn WritableFile>, bool)> {
+        let (inner, created) = StdFs.open_append(path, mode)?;
+        let pos = inner.len()?;
+        Ok((
+            Box::new(FaultFile {
+                inner,
+                fs: self.clone(),
+                path: path.to_path_buf(),
+                pos,
+            }),
+            created,
+        ))
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>> {
+        StdFs.open_read(path)
+    }
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        StdFs.create_dir_all(path)
+    }
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        StdFs.sync_dir(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        StdFs.rename(from, to)
+    }
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        StdFs.remove_file(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        StdFs.exists(path)
+    }
+    fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
+        StdFs.write_new(path, data, mode)
+    }
+}
+
+/// A read-only in-memory file system: files are put in whole and read
+/// through `ReadOptions::file_system`, so exhaustive damage loops need no
+/// disk I/O.
+#[derive(Debug, Clone, Default)]
+pub struct MemFs {
+    files: Arc<Mutex<HashMap<PathBuf, Arc<Vec<u8>>>>>,
+}
+
+impl MemFs {
+    /// An empty one.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Stores `data` as the file `path`.
+    pub fn put(&self, path: &Path, data: &[u8]) {
+        lock(&self.files).insert(path.to_path_buf(), Arc::new(data.to_vec()));
+    }
+    /// As the trait object `ReadOptions::file_system` takes.
+    pub fn handle(&self) -> Arc<dyn FileSystem> {
+        Arc::new(self.clone())
+    }
+}
+
+struct MemFile(Arc<Vec<u8>>);
+
+impl ReadableFile for MemFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        let data = &self.0[..];
+        let start = (offset as usize).min(data.len());
+        let n = buf.len().min(data.len() - start);
+        buf[..n].copy_from_slice(&data[start..start + n]);
+        Ok(n)
+    }
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.len() as u64)
+    }
+}
+
+fn unsupported() -> io::Error {
+    io::Error::new(io::ErrorKind::Unsupported, "MemFs is read-only")
+}
+
+impl FileSystem for MemFs {
+    fn open_append(&self, _: &Path, _: u32) -> io::Result<(Box<dyn WritableFile>, bool)> {
+        Err(unsupported())
+    }
+    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>> {
+        lock(&self.files)
+            .get(path)
+            .cloned()
+            .map(|d| Box::new(MemFile(d)) as Box<dyn ReadableFile>)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+    fn create_dir_all(&self, _: &Path) -> io::Result<()> {
+        Err(unsupported())
+    }
+    fn sync_dir(&self, _: &Path) -> io::Result<()> {
+        Err(unsupported())
+    }
+    fn rename(&self, _: &Path, _: &Path) -> io::Result<()> {
+        Err(unsupported())
+    }
+    fn remove_file(&self, _: &Path) -> io::Result<()> {
+        Err(unsupported())
+    }
+    fn exists(&self, path: &Path) -> bool {
+        lock(&self.files).contains_key(path)
+    }
+    fn write_new(&self, _: &Path, _: &[u8], _: u32) -> io::Result<()> {
+        Err(unsupported())
+    }
+}
