@@ -198,7 +198,7 @@ impl Logger {
                         .clone()
                         .unwrap_or_else(default_error_handler),
                 })?;
-                lock(&self.inner.writers).insert(target, Arc::downgrade(&w));
+                // Recorded for `nested` contexts once the open succeeded.
                 (w, Some(rx))
             }
         };
@@ -229,6 +229,8 @@ impl Logger {
         match report {
             Ok(r) => {
                 *lock(&ctx.inner.report) = r;
+                let w = &ctx.inner.writer;
+                lock(&self.inner.writers).insert(w.shared.target.clone(), Arc::downgrade(w));
                 lock(&self.inner.contexts).insert(name.to_string(), ctx.clone());
                 Ok(ctx)
             }
