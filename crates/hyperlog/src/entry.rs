@@ -173,26 +173,42 @@ fn os_thread_id() -> u64 {
 }
 
 /// Writes the current UTC time as `2026-11-24T10:15:02.123456+00:00`.
+///
+/// The date and time up to the second are formatted once per second per
+/// thread; only the microseconds are written on every call.
 pub(crate) fn write_timestamp(out: &mut Vec<u8>) {
-    let now = time::OffsetDateTime::now_utc();
-    let (y, mo, d) = (now.year(), now.month() as u8, now.day());
-    let (h, mi, s, us) = (now.hour(), now.minute(), now.second(), now.microsecond());
-    let mut buf = *b"0000-00-00T00:00:00.000000+00:00";
-    let put = |b: &mut [u8], v: u32, width: usize| {
-        let mut v = v;
-        for i in (0..width).rev() {
-            b[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
-    };
-    put(&mut buf[0..4], y.clamp(0, 9999) as u32, 4);
-    put(&mut buf[5..7], mo as u32, 2);
-    put(&mut buf[8..10], d as u32, 2);
-    put(&mut buf[11..13], h as u32, 2);
-    put(&mut buf[14..16], mi as u32, 2);
-    put(&mut buf[17..19], s as u32, 2);
-    put(&mut buf[20..26], us, 6);
-    out.extend_from_slice(&buf);
+    thread_local! {
+        static CACHE: std::cell::Cell<(i64, [u8; 19])> = const { std::cell::Cell::new((i64::MIN, [0; 19])) };
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (cached, mut head) = CACHE.with(|c| c.get());
+    if cached != secs {
+        let t = time::OffsetDateTime::from_unix_timestamp(secs)
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        head = *b"0000-00-00T00:00:00";
+        put_digits(&mut head[0..4], t.year().clamp(0, 9999) as u32);
+        put_digits(&mut head[5..7], t.month() as u32);
+        put_digits(&mut head[8..10], t.day() as u32);
+        put_digits(&mut head[11..13], t.hour() as u32);
+        put_digits(&mut head[14..16], t.minute() as u32);
+        put_digits(&mut head[17..19], t.second() as u32);
+        CACHE.with(|c| c.set((secs, head)));
+    }
+    let mut tail = *b".000000+00:00";
+    put_digits(&mut tail[1..7], now.subsec_micros());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&tail);
+}
+
+/// Writes `v` as zero-padded decimal digits filling `b`.
+fn put_digits(b: &mut [u8], mut v: u32) {
+    for d in b.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 #[cfg(test)]

@@ -870,20 +870,41 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// How long an idle writer thread spins before it parks; only after groups
-/// of one (a lone producer, which sends again within microseconds, while a
-/// parked thread takes tens of microseconds to wake). With many producers
-/// the core is theirs and the queue is rarely empty.
-fn recv_next(rx: &flume::Receiver<Request>, shared: &Shared) -> Result<Request, flume::RecvError> {
-    if spin_enabled() && shared.last_group.load(Ordering::Relaxed) <= 1 {
+/// The next request for the writer thread.
+///
+/// After groups of one (a lone producer, which sends again within
+/// microseconds, while a parked thread takes tens of microseconds to wake)
+/// it spins briefly first. With many producers the core is theirs and the
+/// queue is rarely empty.
+///
+/// In `None` mode (`polling`) nobody waits for the writer, so it does not
+/// make producers wake it: while recently busy it sleeps a millisecond
+/// between looks at the queue (a send to a parked receiver costs the
+/// producer a futex wake-up, several times the cost of the enqueue itself),
+/// and only after [`POLL_IDLE`] of nothing does it park.
+fn recv_next(
+    rx: &flume::Receiver<Request>,
+    shared: &Shared,
+    polling: bool,
+) -> Result<Request, flume::RecvError> {
+    let try_once = |rx: &flume::Receiver<Request>| match rx.try_recv() {
+        Ok(r) => Some(Ok(r)),
+        Err(flume::TryRecvError::Disconnected) => Some(Err(flume::RecvError::Disconnected)),
+        Err(flume::TryRecvError::Empty) => None,
+    };
+    if polling {
+        let start = Instant::now();
+        while start.elapsed() < POLL_IDLE {
+            if let Some(r) = try_once(rx) {
+                return r;
+            }
+            std::thread::sleep(POLL_INTERVAL);
+        }
+    } else if spin_enabled() && shared.last_group.load(Ordering::Relaxed) <= 1 {
         let start = Instant::now();
         loop {
-            match rx.try_recv() {
-                Ok(r) => return Ok(r),
-                Err(flume::TryRecvError::Disconnected) => {
-                    return Err(flume::RecvError::Disconnected);
-                }
-                Err(flume::TryRecvError::Empty) => {}
+            if let Some(r) = try_once(rx) {
+                return r;
             }
             if start.elapsed() > WRITER_SPIN {
                 break;
@@ -896,12 +917,20 @@ fn recv_next(rx: &flume::Receiver<Request>, shared: &Shared) -> Result<Request, 
     rx.recv()
 }
 
+/// How often a `None`-mode writer looks at its queue while recently busy.
+const POLL_INTERVAL: Duration = Duration::from_millis(1);
+/// How long a `None`-mode writer polls an empty queue before it parks.
+const POLL_IDLE: Duration = Duration::from_millis(200);
+
 /// The writer thread: takes requests from the queue and handles them under
 /// the writer's lock, until the writer is closed (by itself or by a caller
 /// that led a group) or every producer is gone.
 fn run_thread(core: &Mutex<Option<Writer>>, shared: &Shared, rx: flume::Receiver<Request>) {
+    let polling = lock(core)
+        .as_ref()
+        .is_some_and(|w| w.durability == DurabilityMode::None);
     loop {
-        let next = recv_next(&rx, shared);
+        let next = recv_next(&rx, shared, polling);
         let mut guard = lock(core);
         let Some(w) = guard.as_mut() else { return };
         match next {
