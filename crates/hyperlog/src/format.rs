@@ -16,8 +16,8 @@
 //! newline; `lsn` is 0 when LSNs are off.
 //!
 //! Records are built in two halves. A producer serializes the envelope up to
-//! the LSN ([`encode_envelope`]) on its own thread; the log's writer, which
-//! hands out LSNs in file order, finishes it ([`finish_record`]). So the
+//! the LSN (`encode_envelope`) on its own thread; the log's writer, which
+//! hands out LSNs in file order, finishes it (`finish_record`). So the
 //! expensive part runs in parallel and the LSN order equals the file order.
 
 use serde::Serialize;

@@ -111,6 +111,7 @@ mod logger;
 mod lsn;
 mod options;
 pub mod reader;
+pub mod retention;
 pub mod template;
 mod writer;
 
@@ -133,6 +134,7 @@ pub use reader::{
     EntryIter, EntryStream, RawEntry, RawIter, ReadOptions, ScanSummary, TornTail, get_last_lsn,
     get_last_lsn_blocking, read_entries, read_entries_blocking, read_records, scan_log,
 };
+pub use retention::RetentionPolicy;
 pub use template::Template;
 pub use writer::RecoveryReport;
 

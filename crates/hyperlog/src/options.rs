@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::entry::Entry;
 use crate::format::{DEFAULT_MAX_RECORD_SIZE, LogFormat};
 use crate::fs::{FileSystem, StdFs};
+use crate::retention::{IntoRetentionPolicy, ParseError, RetentionPolicy};
 use crate::template::{DEFAULT_TEMPLATE, ENTRY_FIELDS, Template};
 use crate::{Error, LogLevel, Lsn, Message};
 
@@ -144,6 +145,8 @@ pub struct ContextOptions {
     pub(crate) max_record_size: u64,
     pub(crate) preallocate: Option<u64>,
     pub(crate) recovery: RecoveryMode,
+    /// Checked (and a string map's parse error reported) by `compile`.
+    pub(crate) retention: Result<RetentionPolicy, ParseError>,
     pub(crate) models: Vec<(String, ModelFn)>,
     pub(crate) file_system: Arc<dyn FileSystem>,
     pub(crate) error_handler: Option<ErrorHandler>,
@@ -168,6 +171,7 @@ impl fmt::Debug for ContextOptions {
             .field("console", &self.console)
             .field("max_record_size", &self.max_record_size)
             .field("recovery", &self.recovery)
+            .field("retention", &self.retention)
             .field(
                 "models",
                 &self.models.iter().map(|m| &m.0).collect::<Vec<_>>(),
@@ -207,6 +211,7 @@ impl ContextOptions {
             max_record_size: DEFAULT_MAX_RECORD_SIZE,
             preallocate: None,
             recovery: RecoveryMode::TolerateTail,
+            retention: Ok(RetentionPolicy::default()),
             models: Vec::new(),
             file_system: StdFs::shared(),
             error_handler: None,
@@ -395,6 +400,26 @@ impl ContextOptions {
         self
     }
 
+    /// When the file rotates and which archives are kept (default: never
+    /// rotate). Takes a typed [`RetentionPolicy`] or the reference's string
+    /// map, such as `[("max_size", "50MB"), ("max_age", "24h"),
+    /// ("rotation_time", "00:00")]`; a value that does not parse, a limit of
+    /// zero, a policy on a console context, or pruning on a write-ahead log
+    /// without `delete_wal_segments` is an error at configure time.
+    ///
+    /// ```
+    /// use hyperlog::ContextOptions;
+    /// let opts = ContextOptions::new()
+    ///     .path("logs/app.log.json")
+    ///     .retention_policy([("max_size", "50MB"), ("max_archives", "10")]);
+    /// # let _ = opts;
+    /// ```
+    #[must_use]
+    pub fn retention_policy(mut self, policy: impl IntoRetentionPolicy) -> Self {
+        self.retention = policy.into_retention_policy();
+        self
+    }
+
     /// Registers a named entry constructor for
     /// [`Context::log_prepared`](crate::Context::log_prepared): `build`
     /// receives the message text and returns the entry with its defaults. The
@@ -477,6 +502,19 @@ impl ContextOptions {
                 "a console context cannot fsync or carry LSNs: give it a path".into(),
             ));
         }
+        let retention = self
+            .retention
+            .clone()
+            .map_err(|e| bad("retention_policy", e.to_string()))?;
+        retention
+            .check(self.durability.syncs() || self.enable_lsn)
+            .map_err(|r| bad("retention_policy", r))?;
+        if self.path.is_none() && (retention.rotates() || retention.prunes()) {
+            return Err(bad(
+                "retention_policy",
+                "a console context has no file to rotate: give it a path".into(),
+            ));
+        }
         let mut fields: Vec<String> = self.template_fields.clone();
         let mut models: Vec<(String, ModelFn)> = Vec::new();
         for (model, build) in &self.models {
@@ -521,6 +559,7 @@ impl ContextOptions {
             level,
             file,
             models,
+            retention,
         })
     }
 }
@@ -533,6 +572,9 @@ pub(crate) struct Compiled {
     pub level: LogLevel,
     pub file: Option<PathBuf>,
     pub models: Vec<(String, ModelFn)>,
+    // Read by the writer once rotation is wired in.
+    #[allow(dead_code)]
+    pub retention: RetentionPolicy,
 }
 
 /// A path with an extension is the file; without, a directory holding

@@ -1,6 +1,6 @@
 //! Reading logs back, and the scan that recovery runs before appending.
 //!
-//! [`Scanner`] walks a file record by record through the file-system seam,
+//! The scanner walks a file record by record through the file-system seam,
 //! with a sliding buffer, and applies a [`RecoveryMode`] to damage:
 //!
 //! - a damaged record with no intact record after it is a **torn tail**: the

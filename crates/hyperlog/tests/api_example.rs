@@ -5,7 +5,7 @@
 use futures::StreamExt;
 use hyperlog::{
     Context, ContextOptions, DurabilityMode, Entry, Error, Log, LogFormat, LogLevel, Logger, Lsn,
-    Message, ReadOptions, RecoveryMode,
+    Message, ReadOptions, RecoveryMode, RetentionPolicy,
 };
 
 #[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
@@ -72,7 +72,7 @@ async fn api_md() -> Result<
     }
     let last: Option<Lsn> = hyperlog::get_last_lsn("data/hyperscale.wal.log").await?;
     logger.close().await?;
-    let _ = RecoveryMode::TolerateTail;
+    let _ = (RecoveryMode::TolerateTail, RetentionPolicy::default());
     Ok((all, lsn, last))
 }
 
