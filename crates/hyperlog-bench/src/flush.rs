@@ -26,7 +26,11 @@ pub const MESSAGE_BYTES: usize = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
-    Hyperlog { lsn: bool },
+    Hyperlog {
+        lsn: bool,
+    },
+    /// hyperlog with tokio tasks as producers (awaiting `Context::log`).
+    HyperlogTasks,
     TracingNonBlocking,
     TracingDirect,
 }
@@ -42,6 +46,7 @@ impl Variant {
         match self.kind {
             Kind::Hyperlog { lsn: false } => "hyperlog Flush JSON",
             Kind::Hyperlog { lsn: true } => "hyperlog Flush JSON + LSN",
+            Kind::HyperlogTasks => "hyperlog Flush JSON, tokio tasks",
             Kind::TracingNonBlocking => "tracing JSON via tracing-appender non_blocking",
             Kind::TracingDirect => "tracing JSON direct to File",
         }
@@ -53,13 +58,13 @@ impl Variant {
 
     fn guarantee(&self) -> &'static str {
         match self.kind {
-            Kind::Hyperlog { .. } | Kind::TracingDirect => "write(2) done",
+            Kind::Hyperlog { .. } | Kind::HyperlogTasks | Kind::TracingDirect => "write(2) done",
             Kind::TracingNonBlocking => "queued (drain timed)",
         }
     }
 }
 
-const VARIANTS: [Variant; 7] = [
+const VARIANTS: [Variant; 8] = [
     Variant {
         kind: Kind::Hyperlog { lsn: false },
         threads: 1,
@@ -88,6 +93,10 @@ const VARIANTS: [Variant; 7] = [
         kind: Kind::Hyperlog { lsn: true },
         threads: 64,
     },
+    Variant {
+        kind: Kind::HyperlogTasks,
+        threads: 64,
+    },
 ];
 
 /// One timed run and the size of the file it left.
@@ -104,6 +113,12 @@ fn run_one(s: &Settings, dir: &Path, v: Variant, text: &str) -> Result<Sample, S
         Kind::Hyperlog { lsn } => {
             let mut p = Hyperlog::file(&path, DurabilityMode::Flush, LogFormat::Json, lsn)?;
             let d = drive(&mut p, v.threads, s.run, text, false)?;
+            p.close()?;
+            d
+        }
+        Kind::HyperlogTasks => {
+            let p = Hyperlog::file(&path, DurabilityMode::Flush, LogFormat::Json, false)?;
+            let d = crate::measure::drive_tasks(p.context(), v.threads, s.run, text)?;
             p.close()?;
             d
         }
