@@ -93,6 +93,18 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Writes a whole new file (used for side files that keep cut bytes),
     /// synced before it returns.
     fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()>;
+
+    /// The names of the entries of directory `dir` (for finding a log's
+    /// archives). The default reads the real disk.
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            if let Some(n) = e?.file_name().to_str() {
+                v.push(n.to_string());
+            }
+        }
+        Ok(v)
+    }
 }
 
 /// The real disk.

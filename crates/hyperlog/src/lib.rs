@@ -112,6 +112,7 @@ mod lsn;
 mod options;
 pub mod reader;
 pub mod retention;
+mod rotation;
 pub mod template;
 mod writer;
 

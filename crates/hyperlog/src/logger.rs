@@ -192,6 +192,9 @@ impl Logger {
                     queue_capacity: o.queue_capacity,
                     max_record_size: o.max_record_size,
                     preallocate: o.preallocate_step(),
+                    retention: (compiled.file.is_some()
+                        && (compiled.retention.rotates() || compiled.retention.prunes()))
+                    .then(|| compiled.retention.clone()),
                     recovery: o.recovery,
                     handler: o
                         .error_handler

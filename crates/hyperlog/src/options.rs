@@ -515,6 +515,18 @@ impl ContextOptions {
                 "a console context has no file to rotate: give it a path".into(),
             ));
         }
+        if (self.durability.syncs() || self.enable_lsn)
+            && (retention.rotates() || retention.prunes())
+        {
+            // Refused rather than ignored: a WAL rotates into readable,
+            // seekable segments, which this version does not write yet.
+            return Err(bad(
+                "retention_policy",
+                "rotating a write-ahead log (a context that syncs or carries LSNs) into segments is not \
+                 supported yet; only data-plane logs (None or Flush, no LSNs) rotate"
+                    .into(),
+            ));
+        }
         let mut fields: Vec<String> = self.template_fields.clone();
         let mut models: Vec<(String, ModelFn)> = Vec::new();
         for (model, build) in &self.models {
@@ -572,8 +584,6 @@ pub(crate) struct Compiled {
     pub level: LogLevel,
     pub file: Option<PathBuf>,
     pub models: Vec<(String, ModelFn)>,
-    // Read by the writer once rotation is wired in.
-    #[allow(dead_code)]
     pub retention: RetentionPolicy,
 }
 

@@ -44,6 +44,8 @@ use crate::group_commit::GroupCommit;
 use crate::lsn::{LsnGenerator, now_ms};
 use crate::options::{ConsoleStream, ErrorHandler};
 use crate::reader::{ScanSummary, scan_log};
+use crate::retention::RetentionPolicy;
+use crate::rotation::Rotation;
 use crate::{DurabilityMode, Error, Lsn, Message, RecoveryMode};
 
 /// How long an idle writer spins before it parks.
@@ -180,6 +182,8 @@ pub(crate) struct WriterConfig {
     pub queue_capacity: usize,
     pub max_record_size: u64,
     pub preallocate: u64,
+    /// Rotation of a data-plane file, when the policy rotates or prunes.
+    pub retention: Option<RetentionPolicy>,
     pub recovery: RecoveryMode,
     pub handler: ErrorHandler,
 }
@@ -376,6 +380,9 @@ pub(crate) struct Writer {
     prealloc_step: u64,
     /// Records in `buf`/`err_buf` not yet written.
     records_in_buf: u64,
+    /// Rotation of the live file (data-plane logs with a retention policy),
+    /// with what reopening the live file needs.
+    rotation: Option<(Rotation, Arc<dyn FileSystem>, u32)>,
     max_record_size: u64,
     buf: Vec<u8>,
     err_buf: Vec<u8>,
@@ -389,6 +396,7 @@ impl Writer {
         rx: flume::Receiver<Request>,
     ) -> Result<(Writer, Option<RecoveryReport>), Error> {
         let mut lsn = cfg.lsn_instance.map(LsnGenerator::new);
+        let mut rotation = None;
         let (sink, report) = match cfg.sink {
             SinkConfig::Console(stream) => (Sink::Console(stream), None),
             SinkConfig::File { path, fs, mode } => {
@@ -404,6 +412,13 @@ impl Writer {
                     g.resume_after(last);
                 }
                 let good_len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+                if let Some(policy) = cfg.retention {
+                    let s = shared.clone();
+                    let on_error: Arc<dyn Fn(Error) + Send + Sync> = Arc::new(move |e| s.report(e));
+                    let r =
+                        Rotation::open(policy, fs.clone(), &path, mode, report.created, on_error)?;
+                    rotation = Some((r, fs, mode));
+                }
                 (
                     Sink::File {
                         path,
@@ -438,6 +453,7 @@ impl Writer {
                 ),
                 prealloc_step: cfg.preallocate,
                 records_in_buf: 0,
+                rotation,
                 max_record_size: cfg.max_record_size,
                 buf: Vec::with_capacity(64 * 1024),
                 err_buf: Vec::new(),
@@ -624,6 +640,15 @@ impl Writer {
         if dropped > 0 {
             self.append_drop_notice(dropped);
         }
+        if let (Some((r, _, _)), Sink::File { good_len, .. }) = (&self.rotation, &self.sink)
+            && r.due(*good_len).is_some()
+        {
+            // Before the group is appended: the entries that found the file
+            // due go to the fresh one, never lost.
+            if let Err(e) = self.rotate() {
+                self.shared.report(e);
+            }
+        }
         let now = now_ms();
         for (bytes, to_stderr, ack) in group.drain(..) {
             match &self.sink {
@@ -788,6 +813,70 @@ impl Writer {
         }
     }
 
+    /// Seals the live file as an archive and starts a fresh one (see
+    /// [`crate::rotation`]). On failure the live file stays as it was and
+    /// writes go on into it.
+    fn rotate(&mut self) -> Result<(), Error> {
+        let (
+            Some((rotation, fs, mode)),
+            Sink::File {
+                path,
+                file,
+                good_len,
+                allocated,
+            },
+        ) = (self.rotation.as_mut(), &mut self.sink)
+        else {
+            return Ok(());
+        };
+        if *good_len == 0 {
+            // Nothing to archive: the empty file just starts its clocks again.
+            return rotation.reset_clocks();
+        }
+        if *allocated > *good_len {
+            file.truncate(*good_len)
+                .map_err(|e| Error::io("truncate", path.clone(), e))?;
+            *allocated = *good_len;
+        }
+        file.sync_data()
+            .map_err(|e| Error::io("fdatasync", path.clone(), e))?;
+        let dir = parent_dir(path);
+        let sealed = rotation.sealed_path();
+        fs.rename(path, &sealed)
+            .map_err(|e| Error::io("rename", path.clone(), e))?;
+        let opened = fs
+            .sync_dir(&dir)
+            .map_err(|e| Error::io("fsync directory", &dir, e))
+            .and_then(|()| {
+                let (f, _) = fs
+                    .open_append(path, *mode)
+                    .map_err(|e| Error::io("open", path.clone(), e))?;
+                if !f
+                    .try_lock()
+                    .map_err(|e| Error::io("lock", path.clone(), e))?
+                {
+                    return Err(Error::Locked { path: path.clone() });
+                }
+                fs.sync_dir(&dir)
+                    .map_err(|e| Error::io("fsync directory", &dir, e))?;
+                Ok(f)
+            });
+        match opened {
+            Ok(f) => {
+                *file = f;
+                *good_len = 0;
+                *allocated = 0;
+                rotation.rotated(sealed)
+            }
+            Err(e) => {
+                // Put the live file back where it was and keep writing to it.
+                let _ = fs.rename(&sealed, path);
+                let _ = fs.sync_dir(&dir);
+                Err(e)
+            }
+        }
+    }
+
     fn flush(&mut self, sync: bool) -> Result<(), Error> {
         if let Some(p) = self.shared.poisoned() {
             return Err(p);
@@ -856,6 +945,10 @@ impl Writer {
         }
         for a in waiting {
             let _ = a.send(res.clone());
+        }
+        // Archiving started before the close completes before it returns.
+        if let Some((r, _, _)) = self.rotation.as_mut() {
+            r.finish();
         }
         // Release the file (and its lock) now, and the queue: later sends
         // fail fast instead of waiting for a writer that is gone.

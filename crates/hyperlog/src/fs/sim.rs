@@ -443,6 +443,18 @@ impl FileSystem for SimFs {
         self.lock().names.contains_key(path)
     }
 
+    fn list_dir(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let s = self.lock();
+        let mut v: Vec<String> = s
+            .names
+            .keys()
+            .filter(|p| parent_dir(p) == dir)
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string))
+            .collect();
+        v.sort();
+        Ok(v)
+    }
+
     fn write_new(&self, path: &Path, data: &[u8], _mode: u32) -> io::Result<()> {
         let mut s = self.lock();
         if s.names.contains_key(path) {
