@@ -113,6 +113,7 @@ mod options;
 pub mod reader;
 pub mod retention;
 mod rotation;
+pub mod segments;
 pub mod template;
 mod writer;
 

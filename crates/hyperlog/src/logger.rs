@@ -766,6 +766,31 @@ impl Context {
         res
     }
 
+    /// Deletes the sealed segments of a segmented write-ahead log whose every
+    /// entry has an LSN below `lsn` (AD-38's `truncate_before`: call it once a
+    /// checkpoint covers them), syncs the directory, and returns the paths
+    /// removed. Never touches the live file or any entry at or above `lsn`.
+    /// A log that never rotated has no sealed segments: nothing is removed.
+    pub async fn truncate_before(&self, lsn: Lsn) -> Result<Vec<PathBuf>, Error> {
+        let (ack, rx) = oneshot::channel();
+        if self
+            .inner
+            .writer
+            .tx
+            .send_async(Request::Truncate { before: lsn, ack })
+            .await
+            .is_err()
+        {
+            return Err(self.send_failed());
+        }
+        rx.await.unwrap_or_else(|_| Err(self.send_failed()))
+    }
+
+    /// [`Context::truncate_before`] without an async runtime.
+    pub fn truncate_before_blocking(&self, lsn: Lsn) -> Result<Vec<PathBuf>, Error> {
+        crate::block_on(self.truncate_before(lsn))
+    }
+
     /// [`Context::close`] without an async runtime.
     pub fn close_blocking(&self) -> Result<(), Error> {
         crate::block_on(self.close())

@@ -139,6 +139,16 @@ impl LsnGenerator {
         }
     }
 
+    /// A lower bound of the next LSN this generator will issue: every LSN
+    /// issued so far is below it.
+    pub fn peek(&self) -> Lsn {
+        if self.next_sequence > SEQUENCE_MASK {
+            Lsn::from_parts(self.last_ms + 1, self.instance_id, 0)
+        } else {
+            Lsn::from_parts(self.last_ms, self.instance_id, self.next_sequence as u16)
+        }
+    }
+
     /// The next LSN, given the current wall clock in Unix milliseconds.
     pub fn next(&mut self, now_ms: u64) -> Lsn {
         if now_ms > self.last_ms {

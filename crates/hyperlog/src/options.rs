@@ -506,6 +506,17 @@ impl ContextOptions {
             .retention
             .clone()
             .map_err(|e| bad("retention_policy", e.to_string()))?;
+        if (self.durability.syncs() || self.enable_lsn) && retention.prunes() {
+            // A WAL's retention is the application's checkpoint:
+            // `Context::truncate_before(lsn)` deletes sealed segments.
+            return Err(bad(
+                "retention_policy",
+                "a write-ahead log (a context that syncs or carries LSNs) rotates into segments that \
+                 are deleted by Context::truncate_before; pruning them by max_archives/max_archive_age \
+                 is not supported yet (delete_wal_segments is reserved for it)"
+                    .into(),
+            ));
+        }
         retention
             .check(self.durability.syncs() || self.enable_lsn)
             .map_err(|r| bad("retention_policy", r))?;
@@ -513,18 +524,6 @@ impl ContextOptions {
             return Err(bad(
                 "retention_policy",
                 "a console context has no file to rotate: give it a path".into(),
-            ));
-        }
-        if (self.durability.syncs() || self.enable_lsn)
-            && (retention.rotates() || retention.prunes())
-        {
-            // Refused rather than ignored: a WAL rotates into readable,
-            // seekable segments, which this version does not write yet.
-            return Err(bad(
-                "retention_policy",
-                "rotating a write-ahead log (a context that syncs or carries LSNs) into segments is not \
-                 supported yet; only data-plane logs (None or Flush, no LSNs) rotate"
-                    .into(),
             ));
         }
         let mut fields: Vec<String> = self.template_fields.clone();

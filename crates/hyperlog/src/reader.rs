@@ -480,6 +480,10 @@ pub type ReadItem<T> = (u64, Log<T>, Option<Lsn>);
 /// [`EntryIter::skipped`] say what was passed over.
 pub struct EntryIter<T> {
     scanner: Option<Scanner>,
+    /// Files still to read after the current one (a segmented log's later
+    /// segments and its live file).
+    rest: std::collections::VecDeque<PathBuf>,
+    options: Option<ReadOptions>,
     pending_error: Option<Error>,
     from_lsn: Option<Lsn>,
     _t: PhantomData<fn() -> T>,
@@ -508,6 +512,38 @@ impl<T> EntryIter<T> {
     }
 }
 
+impl<T> EntryIter<T> {
+    /// Moves on to the next file of a segmented log. A sealed segment was
+    /// complete and synced before it was sealed, so one that ends torn is
+    /// damage (except in `SkipCorrupted` mode).
+    fn next_file(&mut self) -> Result<bool, Error> {
+        let Some(next) = self.rest.pop_front() else {
+            return Ok(false);
+        };
+        let Some(opts) = self.options.as_ref() else {
+            return Ok(false);
+        };
+        if let Some(s) = &self.scanner
+            && let Some(t) = &s.torn
+            && opts.recovery != RecoveryMode::SkipCorrupted
+        {
+            return Err(Error::Corrupt {
+                path: s.path.clone(),
+                offset: t.offset,
+                reason: format!("a sealed segment ends in damage: {}", t.reason),
+            });
+        }
+        self.scanner = Some(Scanner::open(
+            &*opts.file_system,
+            &next,
+            opts.format,
+            opts.max_record_size,
+            opts.recovery,
+        )?);
+        Ok(true)
+    }
+}
+
 impl<T: DeserializeOwned> Iterator for EntryIter<T> {
     type Item = Result<ReadItem<T>, Error>;
 
@@ -515,13 +551,21 @@ impl<T: DeserializeOwned> Iterator for EntryIter<T> {
         if let Some(e) = self.pending_error.take() {
             return Some(Err(e));
         }
-        let s = self.scanner.as_mut()?;
         loop {
+            let s = self.scanner.as_mut()?;
             let r = match s.next_raw() {
                 Ok(Some(r)) => r,
-                Ok(None) => return None,
+                Ok(None) => match self.next_file() {
+                    Ok(true) => continue,
+                    Ok(false) => return None,
+                    Err(e) => {
+                        self.scanner = None;
+                        return Some(Err(e));
+                    }
+                },
                 Err(e) => return Some(Err(e)),
             };
+            let s = self.scanner.as_mut()?;
             if let Some(from) = self.from_lsn {
                 let lsn = match s.format {
                     LogFormat::Binary => r.header_lsn,
@@ -587,9 +631,46 @@ pub fn read_entries_blocking<T: DeserializeOwned>(
     options: ReadOptions,
 ) -> EntryIter<T> {
     let path = path.as_ref();
+    let fail = |e: Error| EntryIter {
+        scanner: None,
+        rest: Default::default(),
+        options: None,
+        pending_error: Some(e),
+        from_lsn: None,
+        _t: PhantomData,
+    };
+    // A segmented write-ahead log: its sealed segments, then the live file.
+    let segments = crate::segments::list_segments(&*options.file_system, path);
+    let mut files: std::collections::VecDeque<PathBuf> = Default::default();
+    if !segments.is_empty() {
+        if let Err((p, reason)) = crate::segments::check_chain(&segments)
+            && options.recovery != RecoveryMode::SkipCorrupted
+        {
+            return fail(Error::Corrupt {
+                path: p,
+                offset: 0,
+                reason,
+            });
+        }
+        // Seeking an LSN starts at the last segment that begins at or below it.
+        let start = match options.from_lsn {
+            Some(l) => segments
+                .iter()
+                .rposition(|s| s.first_lsn.is_some_and(|f| f <= l))
+                .unwrap_or(0),
+            None => 0,
+        };
+        files.extend(segments[start..].iter().map(|s| s.path.clone()));
+        if options.file_system.exists(path) {
+            files.push_back(path.to_path_buf());
+        }
+    } else {
+        files.push_back(path.to_path_buf());
+    }
+    let first = files.pop_front().unwrap_or_else(|| path.to_path_buf());
     let opened = Scanner::open(
         &*options.file_system,
-        path,
+        &first,
         options.format,
         options.max_record_size,
         options.recovery,
@@ -598,16 +679,13 @@ pub fn read_entries_blocking<T: DeserializeOwned>(
     match opened {
         Ok(s) => EntryIter {
             scanner: Some(s),
-            pending_error: None,
+            rest: files,
             from_lsn: options.from_lsn,
+            options: Some(options),
+            pending_error: None,
             _t: PhantomData,
         },
-        Err(e) => EntryIter {
-            scanner: None,
-            pending_error: Some(e),
-            from_lsn: None,
-            _t: PhantomData,
-        },
+        Err(e) => fail(e),
     }
 }
 

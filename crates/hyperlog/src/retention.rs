@@ -611,11 +611,13 @@ pub struct RetentionPolicy {
     pub max_archive_age: Option<Duration>,
     /// How rotated files are archived (default zstd level 3).
     pub compression: Compression,
-    /// Whether pruning may delete a write-ahead log's archived segments
-    /// (default `false`). A context that syncs (`Fsync`, `FsyncBatch`) or
-    /// carries LSNs is a write-ahead log; configuring it with
-    /// `max_archives` or `max_archive_age` and without this opt-in is an
-    /// error, so retention never deletes WAL data on its own.
+    /// Reserved: the explicit opt-in for pruning to delete a write-ahead
+    /// log's sealed segments (default `false`). A context that syncs
+    /// (`Fsync`, `FsyncBatch`) or carries LSNs is a write-ahead log; its
+    /// segments are deleted by `Context::truncate_before`, and configuring
+    /// it with `max_archives` or `max_archive_age` is an error in this
+    /// version, with or without this flag, so retention never deletes WAL
+    /// data on its own.
     #[serde(deserialize_with = "bool_field")]
     pub delete_wal_segments: bool,
 }
@@ -1788,7 +1790,9 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        assert!(e.contains("delete_wal_segments"), "{e}");
+        // Pruning a WAL's segments by policy is refused (with or without
+        // delete_wal_segments): Context::truncate_before deletes them.
+        assert!(e.contains("truncate_before"), "{e}");
         let c = ContextOptions::new()
             .path("a.log")
             .retention_policy([("max_size", "50MB"), ("rotation_time", "00:00")])

@@ -148,6 +148,8 @@ impl Archives {
 /// Rotation state of one live file, owned by its writer.
 pub(crate) struct Rotation {
     archives: Archives,
+    /// A write-ahead log: sealed files become segments, never archives.
+    wal: bool,
     path: PathBuf,
     meta_path: PathBuf,
     state: FileState,
@@ -164,6 +166,7 @@ impl Rotation {
         path: &Path,
         mode: u32,
         created: bool,
+        wal: bool,
         on_error: Arc<dyn Fn(Error) + Send + Sync>,
     ) -> Result<Rotation, Error> {
         let dir = parent_dir(path);
@@ -193,6 +196,7 @@ impl Rotation {
         let meta_path = PathBuf::from(format!("{}.meta", path.display()));
         let mut r = Rotation {
             archives,
+            wal,
             path: path.to_path_buf(),
             meta_path,
             state: FileState::default(),
@@ -204,8 +208,10 @@ impl Rotation {
             // A new file, or one whose clocks were never recorded: they start now.
             _ => r.reset_clocks()?,
         }
-        for sealed in r.archives.pending() {
-            r.submit(sealed)?;
+        if !wal {
+            for sealed in r.archives.pending() {
+                r.submit(sealed)?;
+            }
         }
         Ok(r)
     }
@@ -259,8 +265,16 @@ impl Rotation {
             .should_rotate(&state, now_unix(), offset)
     }
 
-    /// The name the live file is renamed to when it is sealed.
-    pub fn sealed_path(&self) -> PathBuf {
+    /// The name the live file is renamed to when it is sealed: the next
+    /// segment of a write-ahead log (named by `first_lsn`), or an
+    /// uncompressed archive.
+    pub fn sealed_path(&self, first_lsn: Option<crate::Lsn>) -> PathBuf {
+        if self.wal {
+            let next = crate::segments::list_segments(&*self.archives.fs, &self.path)
+                .last()
+                .map_or(1, |s| s.id + 1);
+            return crate::segments::segment_path(&self.path, next, first_lsn);
+        }
         let existing = self.archives.names();
         let name = archive_name_with_extension(
             &self.archives.stem,
@@ -275,6 +289,10 @@ impl Rotation {
     /// created: records the new clocks and hands `sealed` to the compressor.
     pub fn rotated(&mut self, sealed: PathBuf) -> Result<(), Error> {
         self.reset_clocks()?;
+        if self.wal {
+            // A segment stays as it is, readable, until `truncate_before`.
+            return Ok(());
+        }
         self.submit(sealed)
     }
 

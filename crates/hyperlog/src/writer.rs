@@ -83,6 +83,11 @@ pub(crate) enum Request {
     /// Nothing to do: wakes the writer thread after a caller that led a
     /// group processed a `Close`, so the thread sees it and exits.
     Wake,
+    /// Delete the sealed segments whose entries all lie below `before`.
+    Truncate {
+        before: Lsn,
+        ack: oneshot::Sender<Result<Vec<PathBuf>, Error>>,
+    },
 }
 
 /// State shared between a writer and its producers.
@@ -207,6 +212,8 @@ pub struct RecoveryReport {
     pub created: bool,
     /// Intact records found.
     pub records: u64,
+    /// The first LSN in the file.
+    pub first_lsn: Option<Lsn>,
     /// The last LSN on disk; new LSNs continue above it.
     pub last_lsn: Option<Lsn>,
     /// Bytes of torn tail cut off the end.
@@ -383,6 +390,9 @@ pub(crate) struct Writer {
     /// Rotation of the live file (data-plane logs with a retention policy),
     /// with what reopening the live file needs.
     rotation: Option<(Rotation, Arc<dyn FileSystem>, u32)>,
+    /// The LSN of the live file's first entry (segmented WALs name sealed
+    /// segments by it).
+    live_first_lsn: Option<Lsn>,
     max_record_size: u64,
     buf: Vec<u8>,
     err_buf: Vec<u8>,
@@ -397,6 +407,7 @@ impl Writer {
     ) -> Result<(Writer, Option<RecoveryReport>), Error> {
         let mut lsn = cfg.lsn_instance.map(LsnGenerator::new);
         let mut rotation = None;
+        let mut live_first_lsn = None;
         let (sink, report) = match cfg.sink {
             SinkConfig::Console(stream) => (Sink::Console(stream), None),
             SinkConfig::File { path, fs, mode } => {
@@ -412,11 +423,43 @@ impl Writer {
                     g.resume_after(last);
                 }
                 let good_len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+                let wal = cfg.durability.syncs() || cfg.lsn_instance.is_some();
+                if wal {
+                    // Sealed segments must form a chain; the live file continues it.
+                    let segments = crate::segments::list_segments(&*fs, &path);
+                    if let Err((p, reason)) = crate::segments::check_chain(&segments)
+                        && cfg.recovery != RecoveryMode::SkipCorrupted
+                    {
+                        return Err(Error::Corrupt {
+                            path: p,
+                            offset: 0,
+                            reason,
+                        });
+                    }
+                    if report.last_lsn.is_none()
+                        && let (Some(g), Some(last)) = (lsn.as_mut(), segments.last())
+                    {
+                        let opts = crate::reader::ReadOptions::default()
+                            .file_system(fs.clone())
+                            .max_record_size(cfg.max_record_size);
+                        if let Some(l) = crate::reader::get_last_lsn_blocking(&last.path, &opts)? {
+                            g.resume_after(l);
+                        }
+                    }
+                }
+                live_first_lsn = report.first_lsn;
                 if let Some(policy) = cfg.retention {
                     let s = shared.clone();
                     let on_error: Arc<dyn Fn(Error) + Send + Sync> = Arc::new(move |e| s.report(e));
-                    let r =
-                        Rotation::open(policy, fs.clone(), &path, mode, report.created, on_error)?;
+                    let r = Rotation::open(
+                        policy,
+                        fs.clone(),
+                        &path,
+                        mode,
+                        report.created,
+                        wal,
+                        on_error,
+                    )?;
                     rotation = Some((r, fs, mode));
                 }
                 (
@@ -454,6 +497,7 @@ impl Writer {
                 prealloc_step: cfg.preallocate,
                 records_in_buf: 0,
                 rotation,
+                live_first_lsn,
                 max_record_size: cfg.max_record_size,
                 buf: Vec::with_capacity(64 * 1024),
                 err_buf: Vec::new(),
@@ -599,11 +643,52 @@ impl Writer {
                 true
             }
             Request::Wake => false,
+            Request::Truncate { before, ack } => {
+                let _ = ack.send(self.truncate_before(before));
+                false
+            }
             Request::Record { .. } => {
                 self.refuse(req);
                 false
             }
         }
+    }
+
+    /// Deletes the sealed segments whose every entry lies below `before`:
+    /// those whose successor (the next segment, or the live file) starts at
+    /// or below it. Never the live file. Syncs the directory.
+    fn truncate_before(&mut self, before: Lsn) -> Result<Vec<PathBuf>, Error> {
+        if let Some(p) = self.shared.poisoned() {
+            return Err(p);
+        }
+        let (Some((_, fs, _)), Sink::File { path, .. }) = (self.rotation.as_ref(), &self.sink)
+        else {
+            return Ok(Vec::new());
+        };
+        let segments = crate::segments::list_segments(&**fs, path);
+        // The live file's first LSN, or (when it is empty) one above
+        // everything sealed.
+        let live_first = self
+            .live_first_lsn
+            .or_else(|| self.lsn.as_ref().map(|g| g.peek()));
+        let mut removed = Vec::new();
+        for (i, seg) in segments.iter().enumerate() {
+            let next_first = segments.get(i + 1).map_or(live_first, |n| n.first_lsn);
+            match next_first {
+                Some(n) if n <= before => {
+                    fs.remove_file(&seg.path)
+                        .map_err(|e| Error::io("delete segment", seg.path.clone(), e))?;
+                    removed.push(seg.path.clone());
+                }
+                _ => break,
+            }
+        }
+        if !removed.is_empty() {
+            let dir = parent_dir(path);
+            fs.sync_dir(&dir)
+                .map_err(|e| Error::io("fsync directory", &dir, e))?;
+        }
+        Ok(removed)
     }
 
     /// Answers a request that arrived after the writer closed.
@@ -616,6 +701,9 @@ impl Writer {
                 let _ = a.send(Err(closed()));
             }
             Request::Flush { ack, .. } | Request::Close { ack } => {
+                let _ = ack.send(Err(closed()));
+            }
+            Request::Truncate { ack, .. } => {
                 let _ = ack.send(Err(closed()));
             }
             _ => {}
@@ -680,6 +768,9 @@ impl Writer {
                     }
                     format::finish_record(self.format, &bytes, lsn, &mut self.buf);
                     self.records_in_buf += 1;
+                    if self.live_first_lsn.is_none() {
+                        self.live_first_lsn = lsn;
+                    }
                     if let Some(a) = ack {
                         self.acks.push((a, lsn));
                     }
@@ -841,7 +932,7 @@ impl Writer {
         file.sync_data()
             .map_err(|e| Error::io("fdatasync", path.clone(), e))?;
         let dir = parent_dir(path);
-        let sealed = rotation.sealed_path();
+        let sealed = rotation.sealed_path(self.live_first_lsn);
         fs.rename(path, &sealed)
             .map_err(|e| Error::io("rename", path.clone(), e))?;
         let opened = fs
@@ -866,6 +957,7 @@ impl Writer {
                 *file = f;
                 *good_len = 0;
                 *allocated = 0;
+                self.live_first_lsn = None;
                 rotation.rotated(sealed)
             }
             Err(e) => {
@@ -916,6 +1008,11 @@ impl Writer {
                     ack,
                 } => group.push((bytes, to_stderr, ack)),
                 Request::Flush { ack, .. } | Request::Close { ack } => waiting.push(ack),
+                Request::Truncate { ack, .. } => {
+                    let _ = ack.send(Err(Error::Closed {
+                        target: self.shared.target.clone(),
+                    }));
+                }
                 Request::Wake => {}
             }
         }
@@ -1075,6 +1172,7 @@ fn open_file(
         path: path.to_path_buf(),
         created,
         records: 0,
+        first_lsn: None,
         last_lsn: None,
         bytes_cut: 0,
         saved_to: None,
@@ -1115,6 +1213,7 @@ fn open_file(
     }
     let sum: ScanSummary = scan_log(fs, path, Some(format), max_record_size, recovery)?;
     report.records = sum.records;
+    report.first_lsn = sum.first_lsn;
     report.last_lsn = sum.last_lsn;
     report.skipped = sum.skipped.clone();
     if let Some(torn) = &sum.torn {

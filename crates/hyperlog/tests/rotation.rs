@@ -208,18 +208,25 @@ fn a_sealed_file_left_by_a_crash_is_compressed_on_open() {
 }
 
 #[test]
-fn a_wal_refuses_a_rotating_policy_at_configure_time() {
+fn a_wal_refuses_pruning_and_bad_policies_at_configure_time() {
     let logger = Logger::new();
+    let wal = || {
+        ContextOptions::new()
+            .path("x.wal")
+            .durability(DurabilityMode::FsyncBatch)
+    };
+    // A WAL rotates into segments (tests/segments.rs) ...
+    logger
+        .configure("wal", wal().retention_policy([("max_size", "50MB")]))
+        .unwrap();
+    // ... that only truncate_before deletes.
     let e = logger
         .configure(
             "wal",
-            ContextOptions::new()
-                .path("x.wal")
-                .durability(DurabilityMode::FsyncBatch)
-                .retention_policy([("max_size", "50MB")]),
+            wal().retention_policy([("max_size", "50MB"), ("max_archives", "3")]),
         )
         .unwrap_err();
-    assert!(e.to_string().contains("retention_policy"), "{e}");
+    assert!(e.to_string().contains("truncate_before"), "{e}");
     let e = logger
         .configure(
             "bad",

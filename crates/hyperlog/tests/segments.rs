@@ -1,0 +1,219 @@
+//! Segmented write-ahead logs: rotation into sealed segments, reading
+//! across them, seeking by LSN, `truncate_before`, and damage to the chain.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hyperlog::retention::RetentionPolicy;
+use hyperlog::segments::{list_segments, segment_path};
+use hyperlog::{
+    ContextOptions, DurabilityMode, Entry, Error, LogFormat, LogLevel, Logger, Lsn, ReadOptions,
+};
+
+#[derive(serde::Serialize, serde::Deserialize, Debug, Clone, PartialEq)]
+struct Cmd {
+    level: LogLevel,
+    message: Option<String>,
+    n: u32,
+}
+impl Entry for Cmd {
+    fn level(&self) -> LogLevel {
+        self.level
+    }
+}
+
+fn options(path: &Path, format: LogFormat) -> ContextOptions {
+    ContextOptions::new()
+        .path(path)
+        .durability(DurabilityMode::FsyncBatch)
+        .format(format)
+        .enable_lsn(true)
+        .instance_id(5)
+        .retention_policy(RetentionPolicy::new().max_size(4096))
+}
+
+/// Writes `n` entries; returns their LSNs.
+fn write(path: &Path, format: LogFormat, from: u32, n: u32) -> Vec<Lsn> {
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking("wal", options(path, format))
+        .unwrap();
+    let lsns = (from..from + n)
+        .map(|i| {
+            let cmd = Cmd {
+                level: LogLevel::Info,
+                message: Some(format!("command {i:05}")),
+                n: i,
+            };
+            ctx.log_blocking(cmd).unwrap().unwrap()
+        })
+        .collect();
+    logger.close_blocking().unwrap();
+    lsns
+}
+
+fn read(path: &Path, opts: ReadOptions) -> Result<Vec<(u32, Lsn)>, Error> {
+    hyperlog::read_entries_blocking::<Cmd>(path, 0, opts)
+        .map(|r| r.map(|(_, log, lsn)| (log.entry.n, lsn.unwrap())))
+        .collect()
+}
+
+#[test]
+fn a_wal_rotates_into_segments_read_back_as_one_log() {
+    for format in [LogFormat::Binary, LogFormat::Json] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.wal");
+        let lsns = write(&path, format, 0, 300);
+        let segments = list_segments(&hyperlog::fs::StdFs, &path);
+        assert!(
+            segments.len() >= 3,
+            "{format:?}: {} segments",
+            segments.len()
+        );
+        // Named by id and first LSN, in order, nothing compressed.
+        for (i, s) in segments.iter().enumerate() {
+            assert_eq!(s.id, i as u64 + 1);
+            assert!(s.first_lsn.is_some());
+        }
+        assert!(
+            !std::fs::read_dir(dir.path()).unwrap().any(|e| e
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".zst"))
+        );
+        let got = read(&path, ReadOptions::default()).unwrap();
+        assert_eq!(got.len(), 300);
+        for (i, (n, lsn)) in got.iter().enumerate() {
+            assert_eq!(*n, i as u32);
+            assert_eq!(*lsn, lsns[i]);
+        }
+        // The same as a stream.
+        let streamed: Vec<_> = futures::executor::block_on(futures::StreamExt::collect::<Vec<_>>(
+            hyperlog::read_entries::<Cmd>(&path, 0, ReadOptions::default()),
+        ));
+        assert_eq!(streamed.len(), 300);
+        // LSNs continue across reopening.
+        let more = write(&path, format, 300, 10);
+        assert!(more[0] > lsns[299]);
+        assert_eq!(read(&path, ReadOptions::default()).unwrap().len(), 310);
+    }
+}
+
+#[test]
+fn from_lsn_lands_in_the_right_segment_and_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    let lsns = write(&path, LogFormat::Binary, 0, 300);
+    for k in [0usize, 1, 77, 150, 299] {
+        let got = read(&path, ReadOptions::default().from_lsn(lsns[k])).unwrap();
+        assert_eq!(got.first(), Some(&(k as u32, lsns[k])), "from entry {k}");
+        assert_eq!(got.len(), 300 - k);
+    }
+    // Above everything: nothing.
+    let past = Lsn::new(lsns[299].get() + 1);
+    assert!(
+        read(&path, ReadOptions::default().from_lsn(past))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn truncate_before_removes_exactly_the_segments_below() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    let lsns = write(&path, LogFormat::Binary, 0, 300);
+    // Which entries each file holds.
+    let mut by_file: BTreeMap<PathBuf, Vec<Lsn>> = BTreeMap::new();
+    for s in list_segments(&hyperlog::fs::StdFs, &path) {
+        let in_seg = read(&s.path, ReadOptions::default()).unwrap();
+        by_file.insert(s.path.clone(), in_seg.iter().map(|x| x.1).collect());
+    }
+    let cut = lsns[150];
+    let expected: Vec<PathBuf> = by_file
+        .iter()
+        .filter(|(_, l)| l.iter().all(|x| *x < cut))
+        .map(|(p, _)| p.clone())
+        .collect();
+    assert!(!expected.is_empty());
+
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking("wal", options(&path, LogFormat::Binary))
+        .unwrap();
+    let removed = ctx.truncate_before_blocking(cut).unwrap();
+    assert_eq!(removed, expected);
+    for p in &removed {
+        assert!(!p.exists());
+    }
+    // Everything at or above the cut is still there, in order.
+    let rest = read(&path, ReadOptions::default()).unwrap();
+    let at_or_above: Vec<Lsn> = lsns.iter().copied().filter(|l| *l >= cut).collect();
+    let read_lsns: Vec<Lsn> = rest.iter().map(|x| x.1).collect();
+    assert!(read_lsns.ends_with(&at_or_above));
+    // Nothing below the cut remains but what shares a segment with entries above it.
+    assert!(read_lsns.len() - at_or_above.len() < 300 - 150);
+    // Truncating again removes nothing; a cut above everything keeps the live file.
+    assert!(ctx.truncate_before_blocking(cut).unwrap().is_empty());
+    let all = ctx.truncate_before_blocking(Lsn::new(u64::MAX)).unwrap();
+    assert!(
+        list_segments(&hyperlog::fs::StdFs, &path).is_empty(),
+        "{all:?}"
+    );
+    assert!(path.exists());
+    ctx.log_blocking(Cmd {
+        level: LogLevel::Info,
+        message: None,
+        n: 9999,
+    })
+    .unwrap();
+    logger.close_blocking().unwrap();
+    let last = read(&path, ReadOptions::default()).unwrap();
+    assert_eq!(last.last().map(|x| x.0), Some(9999));
+}
+
+#[test]
+fn a_missing_middle_segment_is_damage_not_a_short_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    write(&path, LogFormat::Binary, 0, 300);
+    let segments = list_segments(&hyperlog::fs::StdFs, &path);
+    assert!(segments.len() >= 3);
+    std::fs::remove_file(&segments[1].path).unwrap();
+    let e = read(&path, ReadOptions::default()).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e}");
+    assert!(e.to_string().contains("segment 2 is missing"), "{e}");
+    let logger = Logger::new();
+    let e = logger
+        .context_with_blocking("wal", options(&path, LogFormat::Binary))
+        .unwrap_err();
+    assert!(e.to_string().contains("segment 2 is missing"), "{e}");
+}
+
+#[test]
+fn lsns_continue_above_the_last_segment_when_the_live_file_is_gone() {
+    // A crash right after sealing: the live file was renamed into a segment
+    // and no new one was created yet.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    let lsns = write(&path, LogFormat::Binary, 0, 300);
+    let next_id = list_segments(&hyperlog::fs::StdFs, &path)
+        .last()
+        .unwrap()
+        .id
+        + 1;
+    let live_first = read(&path, ReadOptions::default())
+        .unwrap()
+        .into_iter()
+        .map(|x| x.1)
+        .find(|l| {
+            list_segments(&hyperlog::fs::StdFs, &path)
+                .iter()
+                .all(|s| s.first_lsn < Some(*l))
+        });
+    std::fs::rename(&path, segment_path(&path, next_id, live_first)).unwrap();
+    let more = write(&path, LogFormat::Binary, 300, 1);
+    assert!(more[0] > lsns[299]);
+    assert_eq!(read(&path, ReadOptions::default()).unwrap().len(), 301);
+}
