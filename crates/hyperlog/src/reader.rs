@@ -668,6 +668,13 @@ pub fn read_entries_blocking<T: DeserializeOwned>(
         files.push_back(path.to_path_buf());
     }
     let first = files.pop_front().unwrap_or_else(|| path.to_path_buf());
+    // In a sealed segment, the sparse index finds where to start.
+    let from_offset = match options.from_lsn {
+        Some(l) if from_offset == 0 && first != path => {
+            crate::segments::seek_offset(&*options.file_system, &first, l)
+        }
+        _ => from_offset,
+    };
     let opened = Scanner::open(
         &*options.file_system,
         &first,

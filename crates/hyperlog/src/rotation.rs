@@ -230,6 +230,11 @@ impl Rotation {
         self.state.last_rotation_offset_secs = m.last_rotation_offset_secs;
     }
 
+    /// Whether this is a write-ahead log (sealing makes segments).
+    pub fn is_wal(&self) -> bool {
+        self.wal
+    }
+
     /// Starts the live file's clocks now and records them durably.
     pub fn reset_clocks(&mut self) -> Result<(), Error> {
         let now = now_unix();

@@ -117,6 +117,77 @@ pub fn check_chain(segments: &[Segment]) -> Result<(), (PathBuf, String)> {
     Ok(())
 }
 
+/// Bytes between sparse index points: one `(lsn, offset)` pair every this
+/// many bytes of a segment.
+pub const INDEX_STRIDE: u64 = 4096;
+
+const INDEX_MAGIC: &[u8; 8] = b"HLIDX001";
+
+/// The sparse index file of a segment: `{segment}.idx`.
+pub fn index_path(segment: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.idx", segment.display()))
+}
+
+/// Encodes a sparse index: magic, `(lsn, offset)` pairs (little-endian
+/// u64s), CRC-32 of everything before it.
+pub fn encode_index(points: &[(u64, u64)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + points.len() * 16);
+    v.extend_from_slice(INDEX_MAGIC);
+    for (lsn, off) in points {
+        v.extend_from_slice(&lsn.to_le_bytes());
+        v.extend_from_slice(&off.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&v);
+    v.extend_from_slice(&crc.to_le_bytes());
+    v
+}
+
+/// Decodes a sparse index; `None` when it is damaged (readers then scan).
+pub fn decode_index(b: &[u8]) -> Option<Vec<(u64, u64)>> {
+    let body = b.get(..b.len().checked_sub(4)?)?;
+    let crc = u32::from_le_bytes(b[body.len()..].try_into().ok()?);
+    if crc32fast::hash(body) != crc || !body.starts_with(INDEX_MAGIC) || (body.len() - 8) % 16 != 0
+    {
+        return None;
+    }
+    Some(
+        body[8..]
+            .chunks_exact(16)
+            .map(|c| {
+                let lsn = u64::from_le_bytes(c[..8].try_into().unwrap_or_default());
+                let off = u64::from_le_bytes(c[8..].try_into().unwrap_or_default());
+                (lsn, off)
+            })
+            .collect(),
+    )
+}
+
+/// The offset in `segment` to start reading from to find the first entry
+/// at or above `lsn`, from its sparse index (0 without a usable index).
+pub fn seek_offset(fs: &dyn FileSystem, segment: &Path, lsn: Lsn) -> u64 {
+    let Ok(f) = fs.open_read(&index_path(segment)) else {
+        return 0;
+    };
+    let Ok(len) = f.len() else { return 0 };
+    let mut buf = vec![0u8; len.min(64 << 20) as usize];
+    let mut have = 0;
+    while have < buf.len() {
+        match f.read_at(&mut buf[have..], have as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => have += n,
+        }
+    }
+    buf.truncate(have);
+    let Some(points) = decode_index(&buf) else {
+        return 0;
+    };
+    // The last point strictly below `lsn`: the entry at `lsn` lies after it.
+    match points.partition_point(|p| p.0 < lsn.get()) {
+        0 => 0,
+        i => points[i - 1].1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +214,19 @@ mod tests {
             ),
             Some((1, None))
         );
+    }
+
+    #[test]
+    fn index_round_trips_and_rejects_damage() {
+        let pts = vec![(10, 0), (20, 4100), (35, 8300)];
+        let b = encode_index(&pts);
+        assert_eq!(decode_index(&b), Some(pts));
+        for i in 0..b.len() {
+            let mut bad = b.clone();
+            bad[i] ^= 1;
+            assert_eq!(decode_index(&bad), None, "byte {i}");
+        }
+        assert_eq!(decode_index(&b[..3]), None);
     }
 
     #[test]

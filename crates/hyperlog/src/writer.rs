@@ -393,6 +393,13 @@ pub(crate) struct Writer {
     /// The LSN of the live file's first entry (segmented WALs name sealed
     /// segments by it).
     live_first_lsn: Option<Lsn>,
+    /// The live file's sparse index, `(lsn, offset)` every
+    /// [`crate::segments::INDEX_STRIDE`] bytes, written beside it when it
+    /// is sealed as a segment; `None` when incomplete (the file was reopened
+    /// with content), in which case readers scan instead.
+    index: Option<Vec<(u64, u64)>>,
+    /// Index points of the group being written, kept once the write succeeds.
+    index_pending: Vec<(u64, u64)>,
     max_record_size: u64,
     buf: Vec<u8>,
     err_buf: Vec<u8>,
@@ -496,6 +503,8 @@ impl Writer {
                 ),
                 prealloc_step: cfg.preallocate,
                 records_in_buf: 0,
+                index: (live_first_lsn.is_none() && cfg.lsn_instance.is_some()).then(Vec::new),
+                index_pending: Vec::new(),
                 rotation,
                 live_first_lsn,
                 max_record_size: cfg.max_record_size,
@@ -678,6 +687,7 @@ impl Writer {
                 Some(n) if n <= before => {
                     fs.remove_file(&seg.path)
                         .map_err(|e| Error::io("delete segment", seg.path.clone(), e))?;
+                    let _ = fs.remove_file(&crate::segments::index_path(&seg.path));
                     removed.push(seg.path.clone());
                 }
                 _ => break,
@@ -766,8 +776,18 @@ impl Writer {
                         self.shared.recycle(bytes);
                         continue;
                     }
+                    let start = self.buf.len() as u64;
                     format::finish_record(self.format, &bytes, lsn, &mut self.buf);
                     self.records_in_buf += 1;
+                    if let (Some(index), Some(l), Sink::File { good_len, .. }) =
+                        (self.index.as_ref(), lsn, &self.sink)
+                    {
+                        let at = good_len + start;
+                        let last = self.index_pending.last().or(index.last()).map(|p| p.1);
+                        if last.is_none_or(|o| at >= o + crate::segments::INDEX_STRIDE) {
+                            self.index_pending.push((l.get(), at));
+                        }
+                    }
                     if self.live_first_lsn.is_none() {
                         self.live_first_lsn = lsn;
                     }
@@ -781,8 +801,12 @@ impl Writer {
         let records = self.records_in_buf;
         self.records_in_buf = 0;
         let result = self.write_and_sync();
+        let points = std::mem::take(&mut self.index_pending);
         match result {
             Ok(()) => {
+                if let Some(index) = self.index.as_mut() {
+                    index.extend(points);
+                }
                 self.shared
                     .records_written
                     .fetch_add(records, Ordering::Relaxed);
@@ -958,6 +982,14 @@ impl Writer {
                 *good_len = 0;
                 *allocated = 0;
                 self.live_first_lsn = None;
+                if let Some(points) = self.index.replace(Vec::new())
+                    && rotation.is_wal()
+                {
+                    // Best effort: without it, readers scan the segment.
+                    let idx = crate::segments::index_path(&sealed);
+                    let _ = fs.remove_file(&idx);
+                    let _ = fs.write_new(&idx, &crate::segments::encode_index(&points), *mode);
+                }
                 rotation.rotated(sealed)
             }
             Err(e) => {

@@ -117,6 +117,39 @@ fn from_lsn_lands_in_the_right_segment_and_record() {
             .unwrap()
             .is_empty()
     );
+    // Each sealed segment has a sparse index beside it; a damaged or missing
+    // one only costs a scan.
+    let segments = list_segments(&hyperlog::fs::StdFs, &path);
+    for s in &segments {
+        assert!(
+            hyperlog::segments::index_path(&s.path).exists(),
+            "{}",
+            s.path.display()
+        );
+        let idx = std::fs::read(hyperlog::segments::index_path(&s.path)).unwrap();
+        let points = hyperlog::segments::decode_index(&idx).unwrap();
+        assert_eq!(
+            points.first().map(|p| (p.0, p.1)),
+            Some((s.first_lsn.unwrap().get(), 0))
+        );
+        assert!(
+            points
+                .windows(2)
+                .all(|w| w[0].0 < w[1].0 && w[1].1 >= w[0].1 + 4096)
+        );
+    }
+    for s in &segments[..2] {
+        std::fs::write(hyperlog::segments::index_path(&s.path), b"garbage").unwrap();
+    }
+    std::fs::remove_file(hyperlog::segments::index_path(&segments[2].path)).unwrap();
+    for k in [0usize, 77, 150, 299] {
+        let got = read(&path, ReadOptions::default().from_lsn(lsns[k])).unwrap();
+        assert_eq!(
+            got.first(),
+            Some(&(k as u32, lsns[k])),
+            "from entry {k}, damaged indexes"
+        );
+    }
 }
 
 #[test]
@@ -216,4 +249,41 @@ fn lsns_continue_above_the_last_segment_when_the_live_file_is_gone() {
     let more = write(&path, LogFormat::Binary, 300, 1);
     assert!(more[0] > lsns[299]);
     assert_eq!(read(&path, ReadOptions::default()).unwrap().len(), 301);
+}
+
+#[test]
+fn the_sparse_index_skips_into_the_middle_of_a_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.wal");
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking(
+            "wal",
+            options(&path, LogFormat::Binary)
+                .retention_policy(RetentionPolicy::new().max_size(64 * 1024)),
+        )
+        .unwrap();
+    let lsns: Vec<Lsn> = (0..1200u32)
+        .map(|i| {
+            let cmd = Cmd {
+                level: LogLevel::Info,
+                message: Some(format!("command {i:05}")),
+                n: i,
+            };
+            ctx.log_blocking(cmd).unwrap().unwrap()
+        })
+        .collect();
+    logger.close_blocking().unwrap();
+    let segments = list_segments(&hyperlog::fs::StdFs, &path);
+    assert!(segments.len() >= 2);
+    let seg = &segments[0];
+    let in_seg = read(&seg.path, ReadOptions::default()).unwrap();
+    let mid = in_seg[in_seg.len() * 3 / 4].1;
+    let at = hyperlog::segments::seek_offset(&hyperlog::fs::StdFs, &seg.path, mid);
+    assert!(at > 0, "the index points into the segment");
+    for k in [0usize, 1, 299, 600, 1199] {
+        let got = read(&path, ReadOptions::default().from_lsn(lsns[k])).unwrap();
+        assert_eq!(got.first(), Some(&(k as u32, lsns[k])), "from entry {k}");
+        assert_eq!(got.len(), 1200 - k);
+    }
 }
