@@ -26,6 +26,7 @@ pub mod payload;
 pub mod peers;
 pub mod readback;
 pub mod report;
+pub mod retention;
 
 /// How long and how often each timed run goes, shared by every scenario.
 #[derive(Debug, Clone)]

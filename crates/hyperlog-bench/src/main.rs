@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use hyperlog_bench::report::Section;
-use hyperlog_bench::{Settings, durable, flush, measure, readback};
+use hyperlog_bench::{Settings, durable, flush, measure, readback, retention};
 use serde_json::json;
 
 /// Benchmarks for hyperlog, side by side with tracing.
@@ -57,6 +57,8 @@ enum Scenario {
     Durable,
     /// Reading a ~1 GB log back: read_entries_blocking and scan_log.
     Readback,
+    /// Rotation stalls, WAL open time vs segments, from_lsn seek time.
+    Retention,
     /// All of the above, plus bench-results.{json,md}.
     All,
 }
@@ -160,10 +162,12 @@ fn main() -> ExitCode {
         Scenario::Flush => vec![("flush", flush::run)],
         Scenario::Durable => vec![("durable", durable::run)],
         Scenario::Readback => vec![("readback", readback::run)],
+        Scenario::Retention => vec![("retention", retention::run)],
         Scenario::All => vec![
             ("flush", flush::run),
             ("durable", durable::run),
             ("readback", readback::run),
+            ("retention", retention::run),
         ],
     };
     let mut sections = Vec::new();

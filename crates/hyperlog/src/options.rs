@@ -370,7 +370,8 @@ impl ContextOptions {
 
     /// Bytes of zeros written ahead of the data, in steps of this size
     /// (0 turns it off). The default is 4 MiB for `Fsync`/`FsyncBatch` and off
-    /// otherwise. Overwriting preallocated zeros lets `fdatasync` skip the
+    /// otherwise (at most the retention policy's `max_size`). Overwriting
+    /// preallocated zeros lets `fdatasync` skip the
     /// file-size update and its journal commit, which here roughly halves
     /// the cost of a sync. The zeros are trimmed on `close`; after a crash,
     /// readers and recovery treat a zero-filled tail as the end of the log,
@@ -385,7 +386,11 @@ impl ContextOptions {
     pub(crate) fn preallocate_step(&self) -> u64 {
         match self.preallocate {
             Some(b) => b,
-            None if self.durability.syncs() => 4 * 1024 * 1024,
+            // Never more zeros than a segment will hold.
+            None if self.durability.syncs() => {
+                let cap = self.retention.as_ref().ok().and_then(|r| r.max_size);
+                (4 * 1024 * 1024u64).min(cap.map_or(u64::MAX, |m| m.next_multiple_of(4096)))
+            }
             None => 0,
         }
     }

@@ -953,29 +953,39 @@ impl Writer {
                 .map_err(|e| Error::io("truncate", path.clone(), e))?;
             *allocated = *good_len;
         }
-        file.sync_data()
-            .map_err(|e| Error::io("fdatasync", path.clone(), e))?;
+        // A WAL's renames must survive power loss before anything is
+        // acknowledged in the new file. A data-plane log promises only to
+        // survive a process crash, which renames do without a sync: its
+        // archiver syncs the directory once the archive is complete.
+        let durable = self.durability.syncs();
         let dir = parent_dir(path);
+        let sync_dir = |fs: &Arc<dyn FileSystem>| -> Result<(), Error> {
+            if durable {
+                fs.sync_dir(&dir)
+                    .map_err(|e| Error::io("fsync directory", &dir, e))?;
+            }
+            Ok(())
+        };
+        if durable {
+            file.sync_data()
+                .map_err(|e| Error::io("fdatasync", path.clone(), e))?;
+        }
         let sealed = rotation.sealed_path(self.live_first_lsn);
         fs.rename(path, &sealed)
             .map_err(|e| Error::io("rename", path.clone(), e))?;
-        let opened = fs
-            .sync_dir(&dir)
-            .map_err(|e| Error::io("fsync directory", &dir, e))
-            .and_then(|()| {
-                let (f, _) = fs
-                    .open_append(path, *mode)
-                    .map_err(|e| Error::io("open", path.clone(), e))?;
-                if !f
-                    .try_lock()
-                    .map_err(|e| Error::io("lock", path.clone(), e))?
-                {
-                    return Err(Error::Locked { path: path.clone() });
-                }
-                fs.sync_dir(&dir)
-                    .map_err(|e| Error::io("fsync directory", &dir, e))?;
-                Ok(f)
-            });
+        let opened = sync_dir(fs).and_then(|()| {
+            let (f, _) = fs
+                .open_append(path, *mode)
+                .map_err(|e| Error::io("open", path.clone(), e))?;
+            if !f
+                .try_lock()
+                .map_err(|e| Error::io("lock", path.clone(), e))?
+            {
+                return Err(Error::Locked { path: path.clone() });
+            }
+            sync_dir(fs)?;
+            Ok(f)
+        });
         match opened {
             Ok(f) => {
                 *file = f;
@@ -995,7 +1005,7 @@ impl Writer {
             Err(e) => {
                 // Put the live file back where it was and keep writing to it.
                 let _ = fs.rename(&sealed, path);
-                let _ = fs.sync_dir(&dir);
+                let _ = sync_dir(fs);
                 Err(e)
             }
         }
