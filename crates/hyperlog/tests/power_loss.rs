@@ -55,7 +55,7 @@ impl Rng {
 type Snapshot = (Vec<(Lsn, Cmd)>, SimFs);
 
 /// One power cut; returns how many acknowledged entries were checked.
-fn one_cut(seed: u64, mode: DurabilityMode, format: LogFormat) -> usize {
+fn one_cut(seed: u64, mode: DurabilityMode, format: LogFormat, segments: bool) -> usize {
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let fs = SimFs::new();
     let path = Path::new("/data/node.wal");
@@ -76,6 +76,13 @@ fn one_cut(seed: u64, mode: DurabilityMode, format: LogFormat) -> usize {
         .instance_id(3)
         .preallocate(preallocate)
         .file_system(Arc::new(fs.clone()));
+    // With segments, the log rotates every ~1.5 KB: power cuts land around
+    // seals (renames, directory syncs, new files, indexes) too.
+    let opts = if segments {
+        opts.retention_policy(hyperlog::RetentionPolicy::new().max_size(1536))
+    } else {
+        opts
+    };
     let logger = Logger::new();
     let ctx = logger
         .context_with_blocking("wal", opts.clone())
@@ -175,9 +182,13 @@ fn one_cut(seed: u64, mode: DurabilityMode, format: LogFormat) -> usize {
 }
 
 fn run(mode: DurabilityMode, format: LogFormat) {
+    run_with(mode, format, false);
+}
+
+fn run_with(mode: DurabilityMode, format: LogFormat, segments: bool) {
     let mut checked = 0;
     for seed in 1..=seeds() {
-        checked += one_cut(seed, mode, format);
+        checked += one_cut(seed, mode, format, segments);
     }
     assert!(checked > 0);
 }
@@ -200,4 +211,14 @@ fn fsync_binary_survives_power_loss() {
 #[test]
 fn fsync_json_survives_power_loss() {
     run(DurabilityMode::Fsync, LogFormat::Json);
+}
+
+#[test]
+fn fsync_batch_segmented_wal_survives_power_loss() {
+    run_with(DurabilityMode::FsyncBatch, LogFormat::Binary, true);
+}
+
+#[test]
+fn fsync_segmented_json_wal_survives_power_loss() {
+    run_with(DurabilityMode::Fsync, LogFormat::Json, true);
 }
