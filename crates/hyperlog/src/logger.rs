@@ -820,6 +820,19 @@ macro_rules! __function_name {
     }};
 }
 
+/// The call site (file, line, function) where this macro is expanded.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __call_site {
+    () => {
+        $crate::CallSite {
+            file: ::core::option::Option::Some(::core::file!()),
+            function: ::core::option::Option::Some($crate::__function_name!()),
+            line: ::core::option::Option::Some(::core::line!()),
+        }
+    };
+}
+
 /// Logs a formatted [`Message`](crate::Message) at a level through a context,
 /// capturing file, line and function name. Returns the future of
 /// [`Context::log`]; `.await` it.
@@ -848,21 +861,13 @@ macro_rules! __function_name {
 macro_rules! log {
     (blocking: $ctx:expr, $level:expr, $($arg:tt)+) => {
         $ctx.log_blocking_at(
-            $crate::CallSite {
-                file: ::core::option::Option::Some(::core::file!()),
-                function: ::core::option::Option::Some($crate::__function_name!()),
-                line: ::core::option::Option::Some(::core::line!()),
-            },
+            $crate::__call_site!(),
             $crate::Message::new($level, ::std::format!($($arg)+)),
         )
     };
     ($ctx:expr, $level:expr, $($arg:tt)+) => {
         $ctx.log_at(
-            $crate::CallSite {
-                file: ::core::option::Option::Some(::core::file!()),
-                function: ::core::option::Option::Some($crate::__function_name!()),
-                line: ::core::option::Option::Some(::core::line!()),
-            },
+            $crate::__call_site!(),
             $crate::Message::new($level, ::std::format!($($arg)+)),
         )
     };
