@@ -116,9 +116,11 @@ fn a_panic_flushes_none_mode_entries() {
         before < 5000,
         "entries were still queued at the panic ({before} written)"
     );
-    let n = hyperlog::read_entries_blocking::<Message>(&path, 0, ReadOptions::default())
-        .map(|r| r.unwrap())
-        .count();
+    let entries: Vec<_> =
+        hyperlog::read_entries_blocking::<Message>(&path, 0, ReadOptions::default())
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let n = entries.len();
     assert_eq!(
         n, 5000,
         "every entry logged before the panic is in the file"
