@@ -457,7 +457,9 @@ impl ContextOptions {
     /// Receives errors that have no caller to return to (`None` mode write
     /// failures). The default prints one line to stderr per kind of error,
     /// with a count. Such errors are also returned by the next
-    /// `flush`/`close`.
+    /// `flush`/`close`. The handler runs on the writer's thread while it
+    /// holds the writer: it must not log to the same context (that would
+    /// wait for itself); send the error elsewhere.
     #[must_use]
     pub fn error_handler(mut self, f: impl Fn(&Error) + Send + Sync + 'static) -> Self {
         self.error_handler = Some(Arc::new(f));
