@@ -1,0 +1,328 @@
+//! `hyperlog`: the command-line tool for hyperlog logs and write-ahead logs.
+//!
+//! Reads, follows, verifies, repairs, summarizes and converts the files
+//! hyperlog (and its Python reference) writes, JSON lines or binary records,
+//! plain or segmented; `hyperlog demo` shows the library at work.
+//!
+//! Exit status: 0 success (and a clean log for `verify`), 1 a log that ends
+//! in a torn tail (`verify`), 2 corruption in the middle of a log (or a
+//! refused repair), 3 an I/O or usage error.
+
+#![deny(missing_docs)]
+#![warn(rust_2018_idioms)]
+
+mod cat;
+mod convert;
+mod demo;
+mod repair;
+mod stats;
+mod util;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use util::Fail;
+
+/// Read, follow, verify, repair and convert hyperlog logs and WALs.
+#[derive(Debug, Parser)]
+#[command(
+    name = "hyperlog",
+    version,
+    about,
+    after_help = "Examples:\n  hyperlog demo\n  hyperlog cat data/node.wal --output table --explain-lsn\n  hyperlog verify data/node.wal --json\n\nExit status: 0 ok/clean, 1 torn tail, 2 corruption in the middle, 3 I/O or usage error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How damaged records are treated while reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Recovery {
+    /// A damaged last record ends the log; damage in the middle is an error.
+    Tolerate,
+    /// Any damage is an error.
+    Strict,
+    /// Skip damaged ranges and go on with the next intact record.
+    Skip,
+}
+
+impl Recovery {
+    /// The library's mode.
+    pub fn mode(self) -> hyperlog::RecoveryMode {
+        match self {
+            Recovery::Tolerate => hyperlog::RecoveryMode::TolerateTail,
+            Recovery::Strict => hyperlog::RecoveryMode::AbsoluteConsistency,
+            Recovery::Skip => hyperlog::RecoveryMode::SkipCorrupted,
+        }
+    }
+}
+
+/// How entries are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Rendered with `--template`.
+    Text,
+    /// One JSON Log per line, as stored.
+    Json,
+    /// Aligned columns: offset, lsn, timestamp, level, message.
+    Table,
+}
+
+/// How to print entries (shared by `cat` and `tail`).
+#[derive(Debug, Clone, Args)]
+pub struct DisplayArgs {
+    /// Output form.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// The template for `--output text`: `{name}` placeholders over the Log
+    /// metadata (timestamp, filename, function_name, line_number, thread_id,
+    /// lsn) and the entry's top-level fields (message, level, tags, ...).
+    #[arg(long, short = 't', default_value = hyperlog::template::DEFAULT_TEMPLATE)]
+    pub template: String,
+    /// Add each LSN's time (ISO UTC), instance id and sequence.
+    #[arg(long)]
+    pub explain_lsn: bool,
+    /// What to do with damaged records.
+    #[arg(long, value_enum, default_value_t = Recovery::Tolerate)]
+    pub recovery: Recovery,
+}
+
+/// Which entries to print.
+#[derive(Debug, Clone, Args)]
+pub struct FilterArgs {
+    /// Start at this byte offset (the start of a record; of the first file
+    /// of a segmented log).
+    #[arg(long, default_value_t = 0)]
+    pub from_offset: u64,
+    /// Only entries whose LSN is at or above this one.
+    #[arg(long)]
+    pub from_lsn: Option<u64>,
+    /// Only entries at this level or above (trace, debug, info, warn, error,
+    /// critical, fatal).
+    #[arg(long, value_parser = parse_level)]
+    pub level: Option<hyperlog::LogLevel>,
+    /// Only entries whose message, or whose whole JSON, contains this text.
+    #[arg(long)]
+    pub grep: Option<String>,
+    /// Stop after this many entries.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+fn parse_level(s: &str) -> Result<hyperlog::LogLevel, String> {
+    s.parse().map_err(|e: hyperlog::Error| e.to_string())
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the entries of a log.
+    #[command(
+        after_help = "Examples:\n  hyperlog cat logs/app.log.json\n  hyperlog cat data/node.wal --output table --level warn --grep job --limit 20\n  hyperlog cat data/node.wal --template '{lsn} {level} {message}' --explain-lsn"
+    )]
+    Cat {
+        /// The log (for a segmented WAL, its live file: the sealed segments
+        /// beside it are read first).
+        path: PathBuf,
+        #[command(flatten)]
+        display: DisplayArgs,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Print the entries of a log as JSON lines (`cat --output json`).
+    #[command(
+        after_help = "Example:\n  hyperlog dump data/node.wal --from-lsn 7531014860063113216 | jq .entry"
+    )]
+    Dump {
+        /// The log.
+        path: PathBuf,
+        /// Add each LSN's time, instance id and sequence as extra fields.
+        #[arg(long)]
+        explain_lsn: bool,
+        /// What to do with damaged records.
+        #[arg(long, value_enum, default_value_t = Recovery::Tolerate)]
+        recovery: Recovery,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Print the last entries of a log, and with -f follow it.
+    #[command(
+        after_help = "Examples:\n  hyperlog tail logs/app.log.json -n 20\n  hyperlog tail -f data/node.wal --output table   # follows rotation too; Ctrl-C stops"
+    )]
+    Tail {
+        /// The log.
+        path: PathBuf,
+        /// How many entries to print.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: usize,
+        /// Keep printing entries as they are appended, also across rotation
+        /// (the file replaced or truncated), polling every 200 ms.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        #[command(flatten)]
+        display: DisplayArgs,
+    },
+    /// Check every record of a log.
+    #[command(
+        after_help = "Examples:\n  hyperlog verify data/node.wal\n  hyperlog verify data/node.wal --json | jq .damage\n\nExit status: 0 clean, 1 only a torn tail, 2 corruption in the middle, 3 I/O or usage error."
+    )]
+    Verify {
+        /// The log.
+        path: PathBuf,
+        /// Print one JSON object instead of a report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut a torn tail, or salvage the intact records of a damaged log.
+    #[command(
+        after_help = "Examples:\n  hyperlog repair data/node.wal --dry-run\n  hyperlog repair data/node.wal\n  hyperlog repair data/node.wal --salvage --output data/node.fixed.wal"
+    )]
+    Repair {
+        /// The log.
+        path: PathBuf,
+        /// Say what would be done and stop.
+        #[arg(long)]
+        dry_run: bool,
+        /// Copy every intact record into a new file instead (the original is
+        /// never modified).
+        #[arg(long)]
+        salvage: bool,
+        /// Where --salvage writes (default `{path}.salvaged`).
+        #[arg(long, short = 'o', requires = "salvage")]
+        output: Option<PathBuf>,
+        /// Overwrite the --salvage output if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Summarize a log: levels, rate over time, record sizes.
+    #[command(after_help = "Example:\n  hyperlog stats logs/app.log.json")]
+    Stats {
+        /// The log.
+        path: PathBuf,
+        /// What to do with damaged records.
+        #[arg(long, value_enum, default_value_t = Recovery::Tolerate)]
+        recovery: Recovery,
+    },
+    /// Convert a log between JSON lines and binary records, keeping LSNs.
+    #[command(
+        after_help = "Examples:\n  hyperlog convert data/node.wal node.log.json --to json\n  hyperlog convert node.log.json data/node.wal --to binary --force"
+    )]
+    Convert {
+        /// The log to read.
+        input: PathBuf,
+        /// The file to write.
+        output: PathBuf,
+        /// The format to write.
+        #[arg(long, value_parser = parse_format)]
+        to: hyperlog::LogFormat,
+        /// Overwrite OUTPUT if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show hyperlog at work: throughput, then a writer killed with SIGKILL
+    /// and recovered.
+    #[command(
+        after_help = "Examples:\n  hyperlog demo\n  hyperlog demo --seconds 10 --dir /tmp/hyperlog-demo"
+    )]
+    Demo {
+        /// How long the throughput phase runs.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// Where the demo writes its logs (default: a new directory in the
+        /// temporary directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Internal: run as the child writer of the crash demo.
+        #[arg(long, hide = true, value_name = "DIR")]
+        child_writer: Option<PathBuf>,
+    },
+}
+
+fn parse_format(s: &str) -> Result<hyperlog::LogFormat, String> {
+    s.parse()
+}
+
+fn run(cli: Cli) -> Result<u8, Fail> {
+    match cli.command {
+        Command::Cat {
+            path,
+            display,
+            filter,
+        } => cat::cat(&path, &display, &filter),
+        Command::Dump {
+            path,
+            explain_lsn,
+            recovery,
+            filter,
+        } => {
+            let display = DisplayArgs {
+                output: Output::Json,
+                template: hyperlog::template::DEFAULT_TEMPLATE.into(),
+                explain_lsn,
+                recovery,
+            };
+            cat::cat(&path, &display, &filter)
+        }
+        Command::Tail {
+            path,
+            lines,
+            follow,
+            display,
+        } => cat::tail(&path, lines, follow, &display),
+        Command::Verify { path, json } => verify::verify(&path, json),
+        Command::Repair {
+            path,
+            dry_run,
+            salvage,
+            output,
+            force,
+        } => {
+            if salvage {
+                repair::salvage(&path, output, dry_run, force)
+            } else {
+                repair::cut_tail(&path, dry_run)
+            }
+        }
+        Command::Stats { path, recovery } => stats::stats(&path, recovery),
+        Command::Convert {
+            input,
+            output,
+            to,
+            force,
+        } => convert::convert(&input, &output, to, force),
+        Command::Demo {
+            seconds,
+            dir,
+            child_writer,
+        } => match child_writer {
+            Some(d) => demo::child_writer(&d),
+            None => demo::demo(seconds, dir),
+        },
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 3 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(f) => {
+            if !f.msg.is_empty() {
+                let style = anstyle::Style::new()
+                    .bold()
+                    .fg_color(Some(anstyle::AnsiColor::Red.into()));
+                anstream::eprintln!("{style}error:{style:#} {}", f.msg);
+            }
+            ExitCode::from(f.code)
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! `verify`: checks every record of a log and classifies its damage.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use hyperlog::format::{DEFAULT_MAX_RECORD_SIZE, HEADER_LEN, check_binary, check_json_line};
+use hyperlog::{LogFormat, Lsn, ReadOptions, RecoveryMode};
+use serde_json::{Value, json};
+
+use crate::util::{Fail, Out, explain, log_files, progress, style};
+
+/// One damaged range.
+#[derive(Debug, Clone)]
+pub struct DamageRange {
+    /// The file it is in.
+    pub file: PathBuf,
+    /// Where it starts.
+    pub offset: u64,
+    /// Where the next intact record (or the end of the file) is.
+    pub end: u64,
+    /// `true`: a torn tail (runs to the end of the live file).
+    pub torn: bool,
+    /// What is wrong with the bytes at `offset`.
+    pub reason: String,
+}
+
+/// What a verification found.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// The format of the log.
+    pub format: Option<LogFormat>,
+    /// The files read (sealed segments, then the live file).
+    pub files: Vec<PathBuf>,
+    /// Intact records.
+    pub records: u64,
+    /// First and last LSN.
+    pub first_lsn: Option<Lsn>,
+    /// Last LSN.
+    pub last_lsn: Option<Lsn>,
+    /// First timestamp.
+    pub first_ts: Option<String>,
+    /// Last timestamp.
+    pub last_ts: Option<String>,
+    /// Bytes of all files.
+    pub bytes: u64,
+    /// Where a zero-filled (preallocated) tail starts, per file.
+    pub zero_tails: Vec<(PathBuf, u64)>,
+    /// Every damaged range.
+    pub damage: Vec<DamageRange>,
+}
+
+impl Report {
+    /// 0 clean, 1 only a torn tail, 2 corruption in the middle.
+    pub fn exit_code(&self) -> u8 {
+        if self.damage.iter().any(|d| !d.torn) {
+            2
+        } else if self.damage.is_empty() {
+            0
+        } else {
+            1
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Stamp {
+    #[serde(default)]
+    timestamp: Option<String>,
+}
+
+/// Why the record at `offset` of `file` is damaged, from its bytes.
+pub fn reason_at(file: &Path, format: LogFormat, offset: u64) -> String {
+    let attempt = || -> std::io::Result<String> {
+        let mut f = std::fs::File::open(file)?;
+        let len = f.metadata()?.len();
+        f.seek(SeekFrom::Start(offset))?;
+        let remaining = len.saturating_sub(offset);
+        let want = remaining.min(HEADER_LEN as u64 + DEFAULT_MAX_RECORD_SIZE);
+        let mut buf = Vec::new();
+        match format {
+            LogFormat::Binary => {
+                f.take(HEADER_LEN as u64).read_to_end(&mut buf)?;
+                if buf.len() == HEADER_LEN {
+                    let n = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]) as u64;
+                    let more = n.min(want - HEADER_LEN as u64);
+                    let mut f2 = std::fs::File::open(file)?;
+                    f2.seek(SeekFrom::Start(offset + HEADER_LEN as u64))?;
+                    f2.take(more).read_to_end(&mut buf)?;
+                }
+                Ok(
+                    match check_binary(&buf, remaining, DEFAULT_MAX_RECORD_SIZE) {
+                        Err(d) => d.to_string(),
+                        Ok(_) => "the record is intact but was skipped".into(),
+                    },
+                )
+            }
+            LogFormat::Json => {
+                f.take(want).read_to_end(&mut buf)?;
+                Ok(match buf.iter().position(|&c| c == b'\n') {
+                    None => "the last line has no newline (a torn write)".into(),
+                    Some(nl) => match check_json_line(&buf[..nl]) {
+                        Err(d) => d.to_string(),
+                        Ok(()) => "the line is not a valid entry".into(),
+                    },
+                })
+            }
+        }
+    };
+    attempt().unwrap_or_else(|e| format!("unreadable: {e}"))
+}
+
+/// Checks every record of every file of the log at `path`.
+pub fn check(path: &Path) -> Result<Report, Fail> {
+    let files = log_files(path);
+    let mut r = Report {
+        files: files.clone(),
+        ..Report::default()
+    };
+    for f in &files {
+        let m = std::fs::metadata(f).map_err(|e| Fail::std("stat", f, e))?;
+        r.bytes += m.len();
+    }
+    let bar = progress(r.bytes, "verifying");
+    let n = files.len();
+    for (i, file) in files.iter().enumerate() {
+        let live = i + 1 == n && file.as_path() == path;
+        let mut it = hyperlog::read_records(
+            file,
+            0,
+            ReadOptions::new().recovery(RecoveryMode::SkipCorrupted),
+        );
+        let mut last = 0;
+        for item in it.by_ref() {
+            let e = item?;
+            bar.inc(e.end - last);
+            last = e.end;
+            r.records += 1;
+            if let Some(l) = e.lsn {
+                r.first_lsn = r.first_lsn.or(Some(l));
+                r.last_lsn = Some(l);
+            }
+            if let Ok(s) = serde_json::from_slice::<Stamp>(&e.payload)
+                && let Some(ts) = s.timestamp
+            {
+                if r.first_ts.is_none() {
+                    r.first_ts = Some(ts.clone());
+                }
+                r.last_ts = Some(ts);
+            }
+        }
+        let format = it.format().unwrap_or_default();
+        if r.format.is_none() && it.file_len() > 0 {
+            r.format = Some(format);
+        }
+        if let Some(z) = it.zero_tail() {
+            r.zero_tails.push((file.clone(), z));
+        }
+        let file_len = it.file_len();
+        for range in it.skipped() {
+            r.damage.push(DamageRange {
+                file: file.clone(),
+                offset: range.start,
+                end: range.end,
+                // Damage running to the end of the live file is a torn
+                // tail; a sealed segment was complete when sealed.
+                torn: live && range.end >= file_len,
+                reason: reason_at(file, format, range.start),
+            });
+        }
+        // The default mode classifies: it must agree that what runs to the
+        // end is a tail and anything else is corruption in the middle.
+        if live {
+            match hyperlog::scan_log(
+                &hyperlog::fs::StdFs,
+                file,
+                None,
+                DEFAULT_MAX_RECORD_SIZE,
+                RecoveryMode::TolerateTail,
+            ) {
+                Ok(_) => {}
+                Err(hyperlog::Error::Corrupt { offset, reason, .. }) => {
+                    if !r.damage.iter().any(|d| !d.torn && &d.file == file) {
+                        r.damage.push(DamageRange {
+                            file: file.clone(),
+                            offset,
+                            end: offset,
+                            torn: false,
+                            reason,
+                        });
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    bar.finish_and_clear();
+    Ok(r)
+}
+
+fn lsn_json(l: Option<Lsn>) -> Value {
+    match l {
+        Some(l) => json!({
+            "lsn": l.get(),
+            "time": crate::util::iso_ms(l.timestamp_ms()),
+            "instance": l.instance_id(),
+            "sequence": l.sequence(),
+        }),
+        None => Value::Null,
+    }
+}
+
+/// The report as one JSON object.
+pub fn to_json(path: &Path, r: &Report) -> Value {
+    let status = match r.exit_code() {
+        0 => "clean",
+        1 => "torn_tail",
+        _ => "corrupt",
+    };
+    json!({
+        "path": path.display().to_string(),
+        "status": status,
+        "exit_code": r.exit_code(),
+        "format": r.format.map(|f| match f { LogFormat::Json => "json", LogFormat::Binary => "binary" }),
+        "records": r.records,
+        "first_lsn": lsn_json(r.first_lsn),
+        "last_lsn": lsn_json(r.last_lsn),
+        "first_timestamp": r.first_ts,
+        "last_timestamp": r.last_ts,
+        "bytes": r.bytes,
+        "segments": r.files.iter().filter(|f| f.as_path() != path).map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "zero_tail": r.zero_tails.iter().map(|(f, o)| json!({"file": f.display().to_string(), "offset": o})).collect::<Vec<_>>(),
+        "damage": r.damage.iter().map(|d| json!({
+            "file": d.file.display().to_string(),
+            "offset": d.offset,
+            "end": d.end,
+            "bytes": d.end.saturating_sub(d.offset),
+            "kind": if d.torn { "torn_tail" } else { "corruption" },
+            "reason": d.reason,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// `hyperlog verify`.
+pub fn verify(path: &Path, as_json: bool) -> Result<u8, Fail> {
+    if !path.exists() && crate::util::segment_count(path) == 0 {
+        return Err(Fail::io(format!(
+            "open {}: No such file or directory",
+            path.display()
+        )));
+    }
+    let r = check(path)?;
+    let mut out = Out::new();
+    if as_json {
+        out.line(&to_json(path, &r).to_string())?;
+        out.flush()?;
+        return Ok(r.exit_code());
+    }
+    let b = style::BOLD;
+    let fmt = match r.format {
+        Some(LogFormat::Json) => "json lines",
+        Some(LogFormat::Binary) => "binary records",
+        None => "empty",
+    };
+    out.line(&format!("{b}{}{b:#}", path.display()))?;
+    out.line(&format!("  format      {fmt}"))?;
+    let segs = r.files.iter().filter(|f| f.as_path() != path).count();
+    out.line(&format!("  segments    {segs}"))?;
+    out.line(&format!("  records     {}", r.records))?;
+    out.line(&format!("  bytes       {}", r.bytes))?;
+    let l = |x: Option<Lsn>| x.map_or("-".to_string(), |l| format!("{l} ({})", explain(l)));
+    out.line(&format!("  first lsn   {}", l(r.first_lsn)))?;
+    out.line(&format!("  last lsn    {}", l(r.last_lsn)))?;
+    out.line(&format!(
+        "  first time  {}",
+        r.first_ts.as_deref().unwrap_or("-")
+    ))?;
+    out.line(&format!(
+        "  last time   {}",
+        r.last_ts.as_deref().unwrap_or("-")
+    ))?;
+    for (f, z) in &r.zero_tails {
+        out.line(&format!(
+            "  zero tail   {} from offset {z} (preallocated, clean)",
+            f.display()
+        ))?;
+    }
+    for d in &r.damage {
+        let (st, kind) = if d.torn {
+            (style::WARN, "torn tail")
+        } else {
+            (style::BAD, "corruption")
+        };
+        let file = if d.file.as_path() == path {
+            String::new()
+        } else {
+            format!(" in {}", d.file.display())
+        };
+        out.line(&format!(
+            "  {st}{kind}{st:#} at offset {}{file} ({} bytes): {}",
+            d.offset,
+            d.end.saturating_sub(d.offset),
+            d.reason
+        ))?;
+    }
+    let (st, word) = match r.exit_code() {
+        0 => (style::GOOD, "clean"),
+        1 => (style::WARN, "torn tail (run `hyperlog repair` to cut it)"),
+        _ => (
+            style::BAD,
+            "corrupt in the middle (run `hyperlog repair --salvage` to copy the intact records)",
+        ),
+    };
+    out.line(&format!("  status      {st}{word}{st:#}"))?;
+    out.flush()?;
+    Ok(r.exit_code())
+}

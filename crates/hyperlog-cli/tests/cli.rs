@@ -1,0 +1,743 @@
+//! End-to-end tests of the `hyperlog` binary on real files: the Python
+//! reference's fixtures, logs written with the library, and damaged copies.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hyperlog::{
+    ContextOptions, DurabilityMode, LogFormat, LogLevel, Logger, Message, ReadOptions,
+    RetentionPolicy,
+};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_hyperlog"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+fn run(args: &[&dyn AsRef<std::ffi::OsStr>]) -> Output {
+    let mut c = bin();
+    for a in args {
+        c.arg(a);
+    }
+    c.output().expect("run hyperlog")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../hyperlog/tests/fixtures/reference")
+        .join(name)
+}
+
+fn level_of(i: usize) -> LogLevel {
+    [
+        LogLevel::Info,
+        LogLevel::Warn,
+        LogLevel::Error,
+        LogLevel::Debug,
+    ][i % 4]
+}
+
+/// Writes `n` messages `entry {i}` with levels cycling info, warn, error,
+/// debug (debug is below the default minimum, so every fourth is dropped:
+/// the context's level is set to Trace to keep them).
+fn write_log(path: &Path, format: LogFormat, lsn: bool, n: usize) -> Vec<Option<u64>> {
+    let logger = Logger::new();
+    let mut opts = ContextOptions::new()
+        .path(path)
+        .format(format)
+        .level(LogLevel::Trace);
+    if lsn {
+        opts = opts
+            .durability(DurabilityMode::FsyncBatch)
+            .enable_lsn(true)
+            .instance_id(7);
+    }
+    let ctx = logger.context_with_blocking("t", opts).unwrap();
+    let mut lsns = Vec::new();
+    for i in 0..n {
+        let l = ctx
+            .log_blocking(Message::new(level_of(i), format!("entry {i}")))
+            .unwrap();
+        lsns.push(l.map(|l| l.get()));
+    }
+    ctx.close_blocking().unwrap();
+    lsns
+}
+
+/// The offsets of the records of a log.
+fn offsets(path: &Path) -> Vec<u64> {
+    hyperlog::read_records(path, 0, ReadOptions::default())
+        .map(|r| r.unwrap().offset)
+        .collect()
+}
+
+fn messages(path: &Path) -> Vec<String> {
+    hyperlog::read_entries_blocking::<Message>(path, 0, ReadOptions::default())
+        .map(|r| r.unwrap().1.entry.message.unwrap_or_default())
+        .collect()
+}
+
+fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(o)))
+}
+
+#[test]
+fn help_version_and_usage_errors() {
+    let o = run(&[&"--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("hyperlog demo"));
+    for sub in [
+        "cat", "dump", "tail", "verify", "repair", "stats", "convert", "demo",
+    ] {
+        let o = run(&[&sub, &"--help"]);
+        assert_eq!(o.status.code(), Some(0), "{sub}");
+        assert!(
+            stdout(&o).contains("Example"),
+            "{sub} --help has an example"
+        );
+    }
+    assert!(!stdout(&run(&[&"demo", &"--help"])).contains("child-writer"));
+    assert_eq!(run(&[&"--version"]).status.code(), Some(0));
+    let o = run(&[&"cat", &"--bogus"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert_eq!(run(&[&"nope"]).status.code(), Some(3));
+    assert_eq!(run(&[]).status.code(), Some(3));
+    let o = run(&[&"cat", &"/nonexistent/x.log"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("/nonexistent/x.log"), "{}", stderr(&o));
+    let o = run(&[&"cat", &fixture("plain.wal"), &"--template", &"{message"]);
+    assert_eq!(o.status.code(), Some(3));
+}
+
+#[test]
+fn cat_reference_fixtures() {
+    let o = run(&[&"cat", &fixture("plain.log.json")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.starts_with(
+        "2026-11-24T13:53:10.201385+00:00 - INFO - 6915 - hyperscale/logging/streams/logger_stream.py:log.724 - hello world\n"
+    ), "{s}");
+    assert!(s.contains(" - ERROR - "));
+
+    let o = run(&[
+        &"cat",
+        &fixture("plain.wal"),
+        &"--template",
+        &"{level} {message} #{job_id} {owner}",
+    ]);
+    assert_eq!(
+        stdout(&o),
+        "INFO job 0 #0 ops\nINFO job 1 #1 ops\nINFO job 2 #2 ops\n"
+    );
+
+    // dump = cat --output json: the stored lines, byte for byte.
+    let o = run(&[&"dump", &fixture("plain.log.json")]);
+    assert_eq!(o.stdout, std::fs::read(fixture("plain.log.json")).unwrap());
+    let o = run(&[&"cat", &fixture("plain.wal"), &"--output", &"json"]);
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["entry"]["job_id"], 2);
+
+    let o = run(&[&"cat", &fixture("plain.wal"), &"-o", &"table"]);
+    let s = stdout(&o);
+    let rows: Vec<&str> = s.lines().collect();
+    assert!(rows[0].contains("OFFSET") && rows[0].contains("MESSAGE"));
+    assert_eq!(rows.len(), 4);
+    assert!(rows[2].trim_start().starts_with("267 "), "{s}");
+    assert!(rows[2].ends_with("job 1"));
+}
+
+#[test]
+fn cat_filters() {
+    let f = fixture("plain.log.json");
+    let t = "{level}:{message}";
+    let o = run(&[&"cat", &f, &"-o", &"json", &"--level", &"warn"]);
+    assert_eq!(stdout(&o).lines().count(), 2);
+    let o = run(&[&"cat", &f, &"-t", &t, &"--level", &"warn"]);
+    let s = stdout(&o);
+    assert!(s.starts_with("WARN:") && s.contains("ERROR:job"));
+    let o = run(&[&"cat", &f, &"-t", &t, &"--grep", &"hello"]);
+    assert_eq!(stdout(&o), "INFO:hello world\n");
+    // --grep also matches the whole JSON (a field that is not the message).
+    let o = run(&[&"cat", &f, &"-t", &t, &"--grep", &"\"owner\":\"ops\""]);
+    assert_eq!(stdout(&o), "ERROR:job\n");
+    let o = run(&[&"cat", &f, &"-t", &t, &"--limit", &"1"]);
+    assert_eq!(stdout(&o), "INFO:hello world\n");
+    let second = offsets(&f)[1].to_string();
+    let o = run(&[
+        &"cat",
+        &f,
+        &"-t",
+        &t,
+        &"--from-offset",
+        &second,
+        &"--limit",
+        &"1",
+    ]);
+    assert!(stdout(&o).starts_with("WARN:unicode"));
+    let o = run(&[&"cat", &f, &"--from-offset", &"3"]);
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not the start of a record"));
+}
+
+#[test]
+fn cat_lsns_and_explain() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("node.wal");
+    let lsns = write_log(&p, LogFormat::Binary, true, 20);
+    let t = "{lsn} {message}";
+    let from = lsns[15].unwrap().to_string();
+    let o = run(&[&"cat", &p, &"-t", &t, &"--from-lsn", &from]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert_eq!(s.lines().count(), 5);
+    assert!(s.starts_with(&format!("{from} entry 15\n")), "{s}");
+    let o = run(&[&"cat", &p, &"-t", &t, &"--explain-lsn", &"--limit", &"1"]);
+    let s = stdout(&o);
+    assert!(s.contains("instance 7 seq "), "{s}");
+    assert!(s.contains("Z instance"), "an ISO UTC time: {s}");
+    let o = run(&[&"dump", &p, &"--explain-lsn", &"--limit", &"1"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["lsn_instance"], 7);
+    assert_eq!(v["lsn"].as_u64(), lsns[0]);
+}
+
+#[test]
+fn segmented_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("node.wal");
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking(
+            "seg",
+            ContextOptions::new()
+                .path(&p)
+                .durability(DurabilityMode::FsyncBatch)
+                .format(LogFormat::Binary)
+                .enable_lsn(true)
+                .retention_policy(RetentionPolicy::new().max_size(4096)),
+        )
+        .unwrap();
+    let n = 150;
+    for i in 0..n {
+        ctx.log_blocking(Message::info(format!("entry {i}")))
+            .unwrap();
+    }
+    ctx.close_blocking().unwrap();
+    let segs = hyperlog::segments::list_segments(&hyperlog::fs::StdFs, &p);
+    assert!(!segs.is_empty(), "the WAL rotated into segments");
+
+    let o = run(&[&"cat", &p, &"-t", &"{message}"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want: String = (0..n).map(|i| format!("entry {i}\n")).collect();
+    assert_eq!(stdout(&o), want);
+
+    let o = run(&[&"verify", &p, &"--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let v = json(&o);
+    assert_eq!(v["records"], n);
+    assert_eq!(v["segments"].as_array().unwrap().len(), segs.len());
+    assert_eq!(v["status"], "clean");
+
+    let o = run(&[&"tail", &p, &"-n", &"3", &"-t", &"{message}"]);
+    assert_eq!(stdout(&o), "entry 147\nentry 148\nentry 149\n");
+
+    // A sealed segment cut short is corruption, not a torn tail: it was
+    // complete when it was sealed.
+    let first = &segs[0].path;
+    let len = std::fs::metadata(first).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(first)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let o = run(&[&"verify", &p, &"--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let v = json(&o);
+    assert_eq!(v["damage"][0]["file"], first.display().to_string());
+    assert_eq!(v["damage"][0]["kind"], "corruption");
+    let o = run(&[&"cat", &p]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("sealed segment"), "{}", stderr(&o));
+}
+
+#[test]
+fn verify_clean_logs() {
+    let o = run(&[&"verify", &fixture("plain.wal")]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let s = stdout(&o);
+    assert!(s.contains("records     3"), "{s}");
+    assert!(s.contains("binary"), "{s}");
+    assert!(s.contains("clean"));
+    let o = run(&[&"verify", &fixture("plain.log.json"), &"--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&o);
+    assert_eq!(v["records"], 3);
+    assert_eq!(v["format"], "json");
+    assert_eq!(v["first_timestamp"], "2026-11-24T13:53:10.201385+00:00");
+    assert_eq!(v["last_timestamp"], "2026-11-24T13:53:10.201717+00:00");
+    assert_eq!(v["bytes"], 741);
+    assert_eq!(v["damage"].as_array().unwrap().len(), 0);
+
+    // A zero-filled (preallocated) tail is clean.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("z.wal");
+    write_log(&p, LogFormat::Binary, true, 5);
+    let f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    let len = f.metadata().unwrap().len();
+    f.set_len(len + 4096).unwrap();
+    let o = run(&[&"verify", &p, &"--json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert_eq!(json(&o)["zero_tail"][0]["offset"], len);
+    assert_eq!(
+        run(&[&"verify", &dir.path().join("missing.wal")])
+            .status
+            .code(),
+        Some(3)
+    );
+}
+
+#[test]
+fn torn_tail_verify_and_repair() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("node.wal");
+    write_log(&p, LogFormat::Binary, true, 10);
+    let offs = offsets(&p);
+    let len = std::fs::metadata(&p).unwrap().len();
+    let cut_at = offs[9] + 20; // mid-record
+    let original = std::fs::read(&p).unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(cut_at)
+        .unwrap();
+    assert!(cut_at < len);
+
+    let o = run(&[&"verify", &p]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains(&format!("torn tail at offset {}", offs[9])));
+    let o = run(&[&"verify", &p, &"--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    let v = json(&o);
+    assert_eq!(v["records"], 9);
+    assert_eq!(v["damage"][0]["offset"], offs[9]);
+    assert_eq!(v["damage"][0]["kind"], "torn_tail");
+    assert_eq!(v["damage"][0]["bytes"], 20);
+
+    let o = run(&[&"repair", &p, &"--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains(&format!("will cut 20 bytes (offset {}", offs[9])));
+    assert_eq!(
+        std::fs::metadata(&p).unwrap().len(),
+        cut_at,
+        "dry run changes nothing"
+    );
+
+    // Another writer holding the file: refused.
+    let holder = std::fs::File::open(&p).unwrap();
+    holder.try_lock().unwrap();
+    let o = run(&[&"repair", &p]);
+    assert_ne!(o.status.code(), Some(0));
+    assert!(stderr(&o).contains("another writer"), "{}", stderr(&o));
+    drop(holder);
+
+    let o = run(&[&"repair", &p]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), offs[9]);
+    let side = PathBuf::from(format!("{}.torn-{}", p.display(), offs[9]));
+    assert_eq!(
+        std::fs::read(&side).unwrap(),
+        &original[offs[9] as usize..cut_at as usize]
+    );
+    assert_eq!(run(&[&"verify", &p]).status.code(), Some(0));
+    assert_eq!(messages(&p).len(), 9);
+    let o = run(&[&"repair", &p]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("nothing to do"));
+}
+
+#[test]
+fn torn_json_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("app.log.json");
+    write_log(&p, LogFormat::Json, false, 4);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    f.write_all(br#"{"entry":{"message":"cut"#).unwrap();
+    drop(f);
+    let o = run(&[&"verify", &p, &"--json"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(json(&o)["damage"][0]["kind"], "torn_tail");
+    let o = run(&[&"cat", &p, &"-t", &"{message}"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o).lines().count(), 4);
+    assert!(stderr(&o).contains("torn tail"));
+    assert_eq!(
+        run(&[&"cat", &p, &"--recovery", &"strict"]).status.code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn corruption_in_the_middle_and_salvage() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("node.wal");
+    write_log(&p, LogFormat::Binary, true, 10);
+    let offs = offsets(&p);
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[offs[4] as usize + 40] ^= 0x55; // inside record 4's payload
+    std::fs::write(&p, &bytes).unwrap();
+
+    let o = run(&[&"verify", &p]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stdout(&o).contains(&format!("corruption at offset {}", offs[4])));
+    let o = run(&[&"verify", &p, &"--json"]);
+    let v = json(&o);
+    assert_eq!(v["damage"].as_array().unwrap().len(), 1);
+    assert_eq!(v["damage"][0]["offset"], offs[4]);
+    assert_eq!(v["damage"][0]["end"], offs[5]);
+    assert_eq!(v["damage"][0]["kind"], "corruption");
+    assert!(
+        v["damage"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("checksum")
+    );
+    assert_eq!(v["records"], 9);
+
+    let o = run(&[&"repair", &p]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--salvage"), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&offs[4].to_string()));
+    assert_eq!(std::fs::read(&p).unwrap(), bytes, "refused: unchanged");
+
+    assert_eq!(run(&[&"cat", &p]).status.code(), Some(2));
+    let o = run(&[&"cat", &p, &"--recovery", &"skip", &"-t", &"{message}"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o).lines().count(), 9);
+
+    let o = run(&[&"repair", &p, &"--salvage"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("salvaged 9 intact records"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains(&format!("offset {}..{}", offs[4], offs[5])));
+    let salvaged = PathBuf::from(format!("{}.salvaged", p.display()));
+    let want: Vec<String> = (0..10)
+        .filter(|&i| i != 4)
+        .map(|i| format!("entry {i}"))
+        .collect();
+    assert_eq!(messages(&salvaged), want);
+    assert_eq!(run(&[&"verify", &salvaged]).status.code(), Some(0));
+    assert_eq!(
+        std::fs::read(&p).unwrap(),
+        bytes,
+        "the original is untouched"
+    );
+    // The same LSNs, header for header.
+    let lsns = |q: &Path| -> Vec<Option<u64>> {
+        hyperlog::read_records(
+            q,
+            0,
+            ReadOptions::new().recovery(hyperlog::RecoveryMode::SkipCorrupted),
+        )
+        .map(|r| r.unwrap().lsn.map(|l| l.get()))
+        .collect()
+    };
+    assert_eq!(lsns(&salvaged), lsns(&p));
+
+    let other = dir.path().join("fixed.wal");
+    let o = run(&[&"repair", &p, &"--salvage", &"--output", &other]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(messages(&other), want);
+    let o = run(&[&"repair", &p, &"--salvage", &"--output", &other]);
+    assert_eq!(o.status.code(), Some(3), "refuses to overwrite");
+}
+
+#[test]
+fn stats_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("app.log.json");
+    write_log(&p, LogFormat::Json, false, 12);
+    let o = run(&[&"stats", &p]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.contains("12 entries"), "{s}");
+    for l in ["INFO", "WARN", "ERROR", "DEBUG"] {
+        assert!(
+            s.lines()
+                .any(|x| x.trim_start().starts_with(l) && x.trim_end().ends_with(" 3")),
+            "{l}: {s}"
+        );
+    }
+    assert!(s.contains("busiest"));
+    assert!(s.contains("p99"));
+    assert!(s.contains("<= "));
+    let o = run(&[&"stats", &fixture("plain.wal")]);
+    assert!(stdout(&o).contains("3 entries"));
+}
+
+#[test]
+fn convert_keeps_lsns() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin_p = dir.path().join("node.wal");
+    write_log(&bin_p, LogFormat::Binary, true, 8);
+    let json_p = dir.path().join("node.log.json");
+    let o = run(&[&"convert", &bin_p, &json_p, &"--to", &"json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let a: Vec<_> = hyperlog::read_records(&bin_p, 0, ReadOptions::default())
+        .map(|r| r.unwrap())
+        .collect();
+    let b: Vec<_> = hyperlog::read_records(&json_p, 0, ReadOptions::default())
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(a.len(), 8);
+    assert!(a.iter().all(|r| r.lsn.is_some()));
+    assert_eq!(
+        a.iter().map(|r| (r.lsn, &r.payload)).collect::<Vec<_>>(),
+        b.iter().map(|r| (r.lsn, &r.payload)).collect::<Vec<_>>()
+    );
+    let back = dir.path().join("back.wal");
+    let o = run(&[&"convert", &json_p, &back, &"--to", &"binary"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        std::fs::read(&bin_p).unwrap()
+    );
+
+    let o = run(&[&"convert", &json_p, &back, &"--to", &"binary"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("--force"));
+    assert_eq!(
+        run(&[&"convert", &json_p, &back, &"--to", &"binary", &"--force"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let o = run(&[&"convert", &json_p, &back, &"--to", &"xml"]);
+    assert_eq!(o.status.code(), Some(3));
+
+    // The reference's binary file converts to JSON lines and back.
+    let ref_json = dir.path().join("ref.log.json");
+    assert_eq!(
+        run(&[
+            &"convert",
+            &fixture("plain.wal"),
+            &ref_json,
+            &"--to",
+            &"json"
+        ])
+        .status
+        .code(),
+        Some(0)
+    );
+    let ref_back = dir.path().join("ref.wal");
+    assert_eq!(
+        run(&[&"convert", &ref_json, &ref_back, &"--to", &"binary"])
+            .status
+            .code(),
+        Some(0)
+    );
+    assert_eq!(
+        std::fs::read(&ref_back).unwrap(),
+        std::fs::read(fixture("plain.wal")).unwrap()
+    );
+}
+
+/// Reads lines from a child's stdout on a thread, so a test can wait with a
+/// deadline.
+fn line_reader(child: &mut std::process::Child) -> mpsc::Receiver<String> {
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_for(rx: &mpsc::Receiver<String>, want: &str, got: &mut Vec<String>) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !got.iter().any(|l| l == want) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => got.push(l),
+            Err(_) => panic!("no {want:?} in time; got {got:?}"),
+        }
+    }
+}
+
+fn append_json(path: &Path, from: usize, to: usize) {
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking("w", ContextOptions::new().path(path))
+        .unwrap();
+    for i in from..to {
+        ctx.log_blocking(Message::info(format!("entry {i}")))
+            .unwrap();
+    }
+    ctx.close_blocking().unwrap();
+}
+
+#[test]
+fn tail_and_follow_across_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("app.log.json");
+    append_json(&p, 0, 5);
+    let o = run(&[&"tail", &p, &"-n", &"2", &"-t", &"{message}"]);
+    assert_eq!(stdout(&o), "entry 3\nentry 4\n");
+    let o = run(&[&"tail", &p, &"-t", &"{message}"]);
+    assert_eq!(stdout(&o).lines().count(), 5);
+
+    let mut child = bin()
+        .args(["tail", "-f", "-n", "1", "-t", "{message}"])
+        .arg(&p)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = line_reader(&mut child);
+    let mut got = Vec::new();
+    wait_for(&rx, "entry 4", &mut got);
+    append_json(&p, 5, 8);
+    wait_for(&rx, "entry 7", &mut got);
+    // Rotation: the file replaced by a new one.
+    // Rotation: the file renamed (and still appended to by its last writer
+    // before the new file appears), then replaced by a new one.
+    let old = dir.path().join("app.log.json.1");
+    std::fs::rename(&p, &old).unwrap();
+    append_json(&old, 8, 9);
+    append_json(&p, 100, 102);
+    wait_for(&rx, "entry 101", &mut got);
+    // Truncation: start over from the beginning of the file.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    append_json(&p, 200, 201);
+    wait_for(&rx, "entry 200", &mut got);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(
+        got,
+        [
+            "entry 4",
+            "entry 5",
+            "entry 6",
+            "entry 7",
+            "entry 8",
+            "entry 100",
+            "entry 101",
+            "entry 200"
+        ]
+    );
+}
+
+#[test]
+fn tail_of_a_large_json_log() {
+    // More than 1 MiB: tail reads only the end of the file.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("big.log.json");
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking("big", ContextOptions::new().path(&p))
+        .unwrap();
+    let pad = "x".repeat(300);
+    for i in 0..4000 {
+        ctx.log_blocking(Message::info(format!("entry {i} {pad}")))
+            .unwrap();
+    }
+    ctx.close_blocking().unwrap();
+    assert!(std::fs::metadata(&p).unwrap().len() > 1 << 20);
+    let o = run(&[&"tail", &p, &"-n", &"3", &"-t", &"{message}"]);
+    let want: String = (3997..4000).map(|i| format!("entry {i} {pad}\n")).collect();
+    assert_eq!(stdout(&o), want);
+}
+
+#[test]
+fn follow_exits_on_sigint_and_closed_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("app.log.json");
+    append_json(&p, 0, 1);
+    let mut child = bin()
+        .args(["tail", "-f", "-t", "{message}"])
+        .arg(&p)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = line_reader(&mut child);
+    let mut got = Vec::new();
+    wait_for(&rx, "entry 0", &mut got);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let status = wait_deadline(&mut child);
+    assert_eq!(status.code(), Some(0));
+
+    let mut child = bin()
+        .args(["tail", "-f", "-t", "{message}"])
+        .arg(&p)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let mut first = String::new();
+    BufReader::new(out).read_line(&mut first).unwrap(); // then dropped: the pipe closes
+    assert_eq!(first, "entry 0\n");
+    let status = wait_deadline(&mut child);
+    assert_eq!(status.code(), Some(0));
+}
+
+fn wait_deadline(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the follower did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn demo_runs_and_survives_sigkill() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&[&"demo", &"--seconds", &"1", &"--dir", &dir.path()]);
+    let s = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{s}\n{}", stderr(&o));
+    assert!(s.contains("throughput"), "{s}");
+    assert!(s.contains("every acknowledged LSN present: true"), "{s}");
+    assert!(s.contains("recovery:"), "{s}");
+    assert_eq!(
+        run(&[&"verify", &dir.path().join("node.wal")])
+            .status
+            .code(),
+        Some(0)
+    );
+}
