@@ -473,49 +473,93 @@ fn memchr_from(w: &[u8], from: usize) -> Option<usize> {
 /// An entry read back: its byte offset, the Log, and its LSN.
 pub type ReadItem<T> = (u64, Log<T>, Option<Lsn>);
 
-/// A blocking iterator over the entries of a log.
-///
-/// Yields `Err` once and then ends when it meets damage the recovery mode
-/// does not tolerate. After it ends, [`EntryIter::torn_tail`] and
-/// [`EntryIter::skipped`] say what was passed over.
-pub struct EntryIter<T> {
+/// The files of a log read in order (a segmented WAL's sealed segments,
+/// then its live file; or the one file), walked record by record. Shared by
+/// the typed and the raw readers.
+struct Chain {
     scanner: Option<Scanner>,
-    /// Files still to read after the current one (a segmented log's later
-    /// segments and its live file).
+    /// Files still to read after the current one.
     rest: std::collections::VecDeque<PathBuf>,
     options: Option<ReadOptions>,
     pending_error: Option<Error>,
-    from_lsn: Option<Lsn>,
-    _t: PhantomData<fn() -> T>,
 }
 
-impl<T> std::fmt::Debug for EntryIter<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EntryIter")
-            .field("path", &self.scanner.as_ref().map(|s| s.path.clone()))
-            .finish_non_exhaustive()
+impl Chain {
+    /// Opens the log at `path` at `from_offset` (in the first file read);
+    /// with `from_lsn`, a segmented log starts at the segment its names
+    /// select, at the point its sparse index gives.
+    fn open(path: &Path, from_offset: u64, options: ReadOptions, segmented: bool) -> Chain {
+        let fail = |e: Error| Chain {
+            scanner: None,
+            rest: Default::default(),
+            options: None,
+            pending_error: Some(e),
+        };
+        let segments = if segmented {
+            crate::segments::list_segments(&*options.file_system, path)
+        } else {
+            Vec::new()
+        };
+        let mut files: std::collections::VecDeque<PathBuf> = Default::default();
+        if !segments.is_empty() {
+            if let Err((p, reason)) = crate::segments::check_chain(&segments)
+                && options.recovery != RecoveryMode::SkipCorrupted
+            {
+                return fail(Error::Corrupt {
+                    path: p,
+                    offset: 0,
+                    reason,
+                });
+            }
+            // Seeking an LSN starts at the last segment that begins at or below it.
+            let start = match options.from_lsn {
+                Some(l) => segments
+                    .iter()
+                    .rposition(|s| s.first_lsn.is_some_and(|f| f <= l))
+                    .unwrap_or(0),
+                None => 0,
+            };
+            files.extend(segments[start..].iter().map(|s| s.path.clone()));
+            if options.file_system.exists(path) {
+                files.push_back(path.to_path_buf());
+            }
+        } else {
+            files.push_back(path.to_path_buf());
+        }
+        let first = files.pop_front().unwrap_or_else(|| path.to_path_buf());
+        // In a sealed segment, the sparse index finds where to start.
+        let from_offset = match options.from_lsn {
+            Some(l) if from_offset == 0 && first != path => {
+                crate::segments::seek_offset(&*options.file_system, &first, l)
+            }
+            _ => from_offset,
+        };
+        let opened = Scanner::open(
+            &*options.file_system,
+            &first,
+            options.format,
+            options.max_record_size,
+            options.recovery,
+        )
+        .and_then(|mut s| s.seek(from_offset).map(|()| s));
+        match opened {
+            Ok(s) => Chain {
+                scanner: Some(s),
+                rest: files,
+                options: Some(options),
+                pending_error: None,
+            },
+            Err(e) => fail(e),
+        }
     }
-}
 
-impl<T> EntryIter<T> {
-    /// The torn tail the log ended in, if any.
-    pub fn torn_tail(&self) -> Option<&TornTail> {
-        self.scanner.as_ref().and_then(|s| s.torn.as_ref())
+    fn start_lsn(&self) -> Option<Lsn> {
+        self.options.as_ref().and_then(|o| o.from_lsn)
     }
-    /// Byte ranges skipped in `SkipCorrupted` mode.
-    pub fn skipped(&self) -> &[Range<u64>] {
-        self.scanner.as_ref().map_or(&[], |s| &s.skipped)
-    }
-    /// The detected (or given) format.
-    pub fn format(&self) -> Option<LogFormat> {
-        self.scanner.as_ref().map(|s| s.format)
-    }
-}
 
-impl<T> EntryIter<T> {
-    /// Moves on to the next file of a segmented log. A sealed segment was
-    /// complete and synced before it was sealed, so one that ends torn is
-    /// damage (except in `SkipCorrupted` mode).
+    /// Moves on to the next file. A sealed segment was complete and synced
+    /// before it was sealed, so one that ends torn is damage (except in
+    /// `SkipCorrupted` mode).
     fn next_file(&mut self) -> Result<bool, Error> {
         let Some(next) = self.rest.pop_front() else {
             return Ok(false);
@@ -542,15 +586,16 @@ impl<T> EntryIter<T> {
         )?);
         Ok(true)
     }
-}
 
-impl<T: DeserializeOwned> Iterator for EntryIter<T> {
-    type Item = Result<ReadItem<T>, Error>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+    /// The next intact record across files, with its LSN (header, else the
+    /// JSON field), past entries below `from_lsn`. A JSON line that is not
+    /// JSON is damage handled by the recovery mode. The record's payload is
+    /// `self.payload(&r)` until the next call.
+    fn next_record(&mut self, lsn_needed: bool) -> Option<Result<(RawRecord, Option<Lsn>), Error>> {
         if let Some(e) = self.pending_error.take() {
             return Some(Err(e));
         }
+        let from = self.start_lsn();
         loop {
             let s = self.scanner.as_mut()?;
             let r = match s.next_raw() {
@@ -566,30 +611,86 @@ impl<T: DeserializeOwned> Iterator for EntryIter<T> {
                 Err(e) => return Some(Err(e)),
             };
             let s = self.scanner.as_mut()?;
-            if let Some(from) = self.from_lsn {
-                let lsn = match s.format {
-                    LogFormat::Binary => r.header_lsn,
-                    LogFormat::Json => json_tail_lsn(s.payload(&r)).flatten(),
-                };
-                if let Some(l) = lsn
-                    && l < from
-                {
-                    continue;
+            let lsn = match s.format {
+                LogFormat::Binary => r.header_lsn.or_else(|| {
+                    (lsn_needed || from.is_some())
+                        .then(|| json_tail_lsn(s.payload(&r)).flatten())
+                        .flatten()
+                }),
+                LogFormat::Json => (lsn_needed || from.is_some())
+                    .then(|| json_lsn(s.payload(&r)))
+                    .flatten(),
+            };
+            if let Some(from) = from
+                && lsn.is_none_or(|l| l < from)
+            {
+                // Below the LSN asked for (an entry without one cannot be at
+                // or above it). A damaged JSON line is still damage.
+                if s.format == LogFormat::Json && check_json_line(s.payload(&r)).is_err() {
+                    match s.json_line_damage(&r) {
+                        Ok(Some(true)) => continue,
+                        Ok(Some(false)) => return None,
+                        Ok(None) => {}
+                        Err(e) => return Some(Err(e)),
+                    }
                 }
+                continue;
             }
+            return Some(Ok((r, lsn)));
+        }
+    }
+
+    fn scanner(&mut self) -> Option<&mut Scanner> {
+        self.scanner.as_mut()
+    }
+}
+
+/// A blocking iterator over the entries of a log.
+///
+/// Yields `Err` once and then ends when it meets damage the recovery mode
+/// does not tolerate. After it ends, [`EntryIter::torn_tail`] and
+/// [`EntryIter::skipped`] say what was passed over.
+pub struct EntryIter<T> {
+    chain: Chain,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for EntryIter<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryIter")
+            .field("path", &self.chain.scanner.as_ref().map(|s| s.path.clone()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T> EntryIter<T> {
+    /// The torn tail the log ended in, if any.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.chain.scanner.as_ref().and_then(|s| s.torn.as_ref())
+    }
+    /// Byte ranges skipped in `SkipCorrupted` mode (in the file being read).
+    pub fn skipped(&self) -> &[Range<u64>] {
+        self.chain.scanner.as_ref().map_or(&[], |s| &s.skipped)
+    }
+    /// The detected (or given) format.
+    pub fn format(&self) -> Option<LogFormat> {
+        self.chain.scanner.as_ref().map(|s| s.format)
+    }
+}
+
+impl<T: DeserializeOwned> Iterator for EntryIter<T> {
+    type Item = Result<ReadItem<T>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (r, lsn) = match self.chain.next_record(false)? {
+                Ok(x) => x,
+                Err(e) => return Some(Err(e)),
+            };
+            let s = self.chain.scanner()?;
             match serde_json::from_slice::<Log<T>>(s.payload(&r)) {
                 Ok(log) => {
-                    let lsn = r.header_lsn.or(log.lsn);
-                    if let (Some(from), None) = (self.from_lsn, lsn) {
-                        // An entry without an LSN cannot be at or above one.
-                        let _ = from;
-                        continue;
-                    }
-                    if let (Some(from), Some(l)) = (self.from_lsn, lsn)
-                        && l < from
-                    {
-                        continue;
-                    }
+                    let lsn = lsn.or(log.lsn);
                     return Some(Ok((r.offset, log, lsn)));
                 }
                 Err(e) => {
@@ -606,7 +707,7 @@ impl<T: DeserializeOwned> Iterator for EntryIter<T> {
                         offset: r.offset,
                         reason: e.to_string(),
                     };
-                    self.scanner = None;
+                    self.chain.scanner = None;
                     return Some(Err(err));
                 }
             }
@@ -616,6 +717,11 @@ impl<T: DeserializeOwned> Iterator for EntryIter<T> {
 
 /// Reads a log from `from_offset` (which must be the start of a record),
 /// decoding each entry into `T`, as a blocking iterator.
+///
+/// On a segmented write-ahead log (see [`crate::segments`]) the sealed
+/// segments are read first, then the live file; offsets are then within
+/// each file, and `from_offset` applies to the first file read: position a
+/// segmented log with [`ReadOptions::from_lsn`].
 ///
 /// ```no_run
 /// use hyperlog::{Message, ReadOptions};
@@ -630,69 +736,9 @@ pub fn read_entries_blocking<T: DeserializeOwned>(
     from_offset: u64,
     options: ReadOptions,
 ) -> EntryIter<T> {
-    let path = path.as_ref();
-    let fail = |e: Error| EntryIter {
-        scanner: None,
-        rest: Default::default(),
-        options: None,
-        pending_error: Some(e),
-        from_lsn: None,
+    EntryIter {
+        chain: Chain::open(path.as_ref(), from_offset, options, true),
         _t: PhantomData,
-    };
-    // A segmented write-ahead log: its sealed segments, then the live file.
-    let segments = crate::segments::list_segments(&*options.file_system, path);
-    let mut files: std::collections::VecDeque<PathBuf> = Default::default();
-    if !segments.is_empty() {
-        if let Err((p, reason)) = crate::segments::check_chain(&segments)
-            && options.recovery != RecoveryMode::SkipCorrupted
-        {
-            return fail(Error::Corrupt {
-                path: p,
-                offset: 0,
-                reason,
-            });
-        }
-        // Seeking an LSN starts at the last segment that begins at or below it.
-        let start = match options.from_lsn {
-            Some(l) => segments
-                .iter()
-                .rposition(|s| s.first_lsn.is_some_and(|f| f <= l))
-                .unwrap_or(0),
-            None => 0,
-        };
-        files.extend(segments[start..].iter().map(|s| s.path.clone()));
-        if options.file_system.exists(path) {
-            files.push_back(path.to_path_buf());
-        }
-    } else {
-        files.push_back(path.to_path_buf());
-    }
-    let first = files.pop_front().unwrap_or_else(|| path.to_path_buf());
-    // In a sealed segment, the sparse index finds where to start.
-    let from_offset = match options.from_lsn {
-        Some(l) if from_offset == 0 && first != path => {
-            crate::segments::seek_offset(&*options.file_system, &first, l)
-        }
-        _ => from_offset,
-    };
-    let opened = Scanner::open(
-        &*options.file_system,
-        &first,
-        options.format,
-        options.max_record_size,
-        options.recovery,
-    )
-    .and_then(|mut s| s.seek(from_offset).map(|()| s));
-    match opened {
-        Ok(s) => EntryIter {
-            scanner: Some(s),
-            rest: files,
-            from_lsn: options.from_lsn,
-            options: Some(options),
-            pending_error: None,
-            _t: PhantomData,
-        },
-        Err(e) => fail(e),
     }
 }
 
@@ -996,11 +1042,12 @@ pub struct RawEntry {
     pub payload: Vec<u8>,
 }
 
-/// A blocking iterator over the intact records of a log, without decoding
-/// entries: for tools that copy, convert or verify logs.
+/// A blocking iterator over the intact records of one file, without
+/// decoding entries: for tools that copy, convert or verify logs, file by
+/// file (a segmented WAL's files are listed by
+/// [`crate::segments::list_segments`]). Honours `from_lsn`.
 pub struct RawIter {
-    scanner: Option<Scanner>,
-    pending_error: Option<Error>,
+    chain: Chain,
 }
 
 impl std::fmt::Debug for RawIter {
@@ -1012,23 +1059,23 @@ impl std::fmt::Debug for RawIter {
 impl RawIter {
     /// The format being read.
     pub fn format(&self) -> Option<LogFormat> {
-        self.scanner.as_ref().map(|s| s.format)
+        self.chain.scanner.as_ref().map(|s| s.format)
     }
     /// The torn tail the log ended in, if any (known once iteration ended).
     pub fn torn_tail(&self) -> Option<&TornTail> {
-        self.scanner.as_ref().and_then(|s| s.torn.as_ref())
+        self.chain.scanner.as_ref().and_then(|s| s.torn.as_ref())
     }
-    /// Byte ranges skipped in `SkipCorrupted` mode.
+    /// Byte ranges skipped in `SkipCorrupted` mode (in the file being read).
     pub fn skipped(&self) -> &[Range<u64>] {
-        self.scanner.as_ref().map_or(&[], |s| &s.skipped)
+        self.chain.scanner.as_ref().map_or(&[], |s| &s.skipped)
     }
     /// Where a zero-filled (preallocated) tail starts, if any.
     pub fn zero_tail(&self) -> Option<u64> {
-        self.scanner.as_ref().and_then(|s| s.zero_tail)
+        self.chain.scanner.as_ref().and_then(|s| s.zero_tail)
     }
-    /// The length of the file.
+    /// The length of the file being read.
     pub fn file_len(&self) -> u64 {
-        self.scanner.as_ref().map_or(0, |s| s.len)
+        self.chain.scanner.as_ref().map_or(0, |s| s.len)
     }
 }
 
@@ -1036,30 +1083,20 @@ impl Iterator for RawIter {
     type Item = Result<RawEntry, Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if let Some(e) = self.pending_error.take() {
-            return Some(Err(e));
-        }
-        let s = self.scanner.as_mut()?;
         loop {
-            let r = match s.next_raw() {
-                Ok(Some(r)) => r,
-                Ok(None) => return None,
+            let (r, lsn) = match self.chain.next_record(true)? {
+                Ok(x) => x,
                 Err(e) => return Some(Err(e)),
             };
-            let lsn = match s.format {
-                LogFormat::Binary => r.header_lsn.or_else(|| json_lsn(s.payload(&r))),
-                LogFormat::Json => {
-                    if check_json_line(s.payload(&r)).is_err() {
-                        match s.json_line_damage(&r) {
-                            Ok(Some(true)) => continue,
-                            Ok(Some(false)) => return None,
-                            Ok(None) => {}
-                            Err(e) => return Some(Err(e)),
-                        }
-                    }
-                    json_lsn(s.payload(&r))
+            let s = self.chain.scanner()?;
+            if s.format == LogFormat::Json && check_json_line(s.payload(&r)).is_err() {
+                match s.json_line_damage(&r) {
+                    Ok(Some(true)) => continue,
+                    Ok(Some(false)) => return None,
+                    Ok(None) => {}
+                    Err(e) => return Some(Err(e)),
                 }
-            };
+            }
             return Some(Ok(RawEntry {
                 offset: r.offset,
                 end: r.end,
@@ -1073,23 +1110,7 @@ impl Iterator for RawIter {
 /// Reads the intact records of a log from `from_offset` without decoding
 /// them (see [`RawIter`]).
 pub fn read_records(path: impl AsRef<Path>, from_offset: u64, options: ReadOptions) -> RawIter {
-    let path = path.as_ref();
-    let opened = Scanner::open(
-        &*options.file_system,
-        path,
-        options.format,
-        options.max_record_size,
-        options.recovery,
-    )
-    .and_then(|mut s| s.seek(from_offset).map(|()| s));
-    match opened {
-        Ok(s) => RawIter {
-            scanner: Some(s),
-            pending_error: None,
-        },
-        Err(e) => RawIter {
-            scanner: None,
-            pending_error: Some(e),
-        },
+    RawIter {
+        chain: Chain::open(path.as_ref(), from_offset, options, false),
     }
 }
