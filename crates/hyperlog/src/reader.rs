@@ -167,9 +167,11 @@ impl Scanner {
             let head = s.window(0, want);
             s.format = match detect_format(head, len, max) {
                 Some(f) => f,
-                // Fewer bytes than a header and no `{`: a binary record
-                // whose header was cut short (a crash during the first write).
-                None if len < HEADER_LEN as u64 => LogFormat::Binary,
+                // Up to 5 bytes and no `{`: a binary header cut short by a
+                // crash during the first write (from the 6th byte on, the
+                // length field's zero high bytes make it detectable; short
+                // text is neither format).
+                None if len < 6 => LogFormat::Binary,
                 None => {
                     return Err(Error::Corrupt {
                         path: path.to_path_buf(),
