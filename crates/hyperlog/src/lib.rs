@@ -89,6 +89,44 @@
 //! [`RecoveryMode::SkipCorrupted`] is chosen. LSNs continue above the last
 //! one on disk. See [`Context::recovery_report`].
 //!
+//! ## Retention and segments
+//!
+//! A [`RetentionPolicy`] (the reference's string map or typed values, checked
+//! at configure time) rotates a file when any of `max_size`, `max_age` or
+//! `rotation_time` is met. A data-plane log is sealed and compressed to a
+//! zstd archive off the writer's thread, and `max_archives` /
+//! `max_archive_age` prune old archives. A write-ahead log (a context that
+//! syncs or carries LSNs) is sealed into readable [`segments`] instead, which
+//! [`read_entries`] reads as one log and only [`Context::truncate_before`]
+//! deletes:
+//!
+//! ```
+//! # fn main() -> Result<(), hyperlog::Error> {
+//! use hyperlog::{ContextOptions, DurabilityMode, LogFormat, Logger, Message, ReadOptions, RetentionPolicy};
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let path = dir.path().join("node.wal");
+//! let logger = Logger::new();
+//! let wal = logger.context_with_blocking("wal", ContextOptions::new()
+//!     .path(&path)
+//!     .durability(DurabilityMode::FsyncBatch)
+//!     .format(LogFormat::Binary)
+//!     .enable_lsn(true)
+//!     .retention_policy(RetentionPolicy::new().max_size(4096)))?;
+//! let mut lsns = Vec::new();
+//! for i in 0..100 {
+//!     lsns.push(wal.log_blocking(Message::info(format!("command {i}")))?.unwrap());
+//! }
+//! assert!(hyperlog::segments::list_segments(&hyperlog::fs::StdFs, &path).len() > 1);
+//! // A checkpoint covers the first half: drop the segments entirely below it.
+//! let removed = wal.truncate_before_blocking(lsns[50])?;
+//! assert!(!removed.is_empty());
+//! let rest: Vec<_> = hyperlog::read_entries_blocking::<Message>(&path, 0, ReadOptions::default())
+//!     .collect::<Result<_, _>>()?;
+//! assert!(rest.iter().any(|(_, _, lsn)| *lsn == Some(lsns[50])));
+//! assert_eq!(rest.last().map(|e| e.2), Some(Some(lsns[99])));
+//! # Ok(()) }
+//! ```
+//!
 //! ## Mapping from the reference
 //!
 //! The names of the Python reference (`hyperscale.logging`) are kept:
