@@ -71,6 +71,23 @@ pub trait ReadableFile: Send {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// The current length of the file.
     fn len(&self) -> io::Result<u64>;
+
+    /// Reads up to `len` bytes from `offset`, retrying short reads; fewer
+    /// only at the end of the file.
+    fn read_range(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let mut have = 0;
+        while have < buf.len() {
+            match self.read_at(&mut buf[have..], offset + have as u64) {
+                Ok(0) => break,
+                Ok(n) => have += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(have);
+        Ok(buf)
+    }
 }
 
 /// Every file operation hyperlog performs.

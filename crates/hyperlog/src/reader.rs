@@ -939,18 +939,9 @@ pub fn get_last_lsn_blocking(
     }
     let window = len.min(CHUNK as u64);
     let start = len - window;
-    let mut buf = vec![0u8; window as usize];
-    let mut have = 0;
-    while have < buf.len() {
-        let n = file
-            .read_at(&mut buf[have..], start + have as u64)
-            .map_err(|e| Error::io("read", path, e))?;
-        if n == 0 {
-            break;
-        }
-        have += n;
-    }
-    buf.truncate(have);
+    let buf = file
+        .read_range(start, window as usize)
+        .map_err(|e| Error::io("read", path, e))?;
     let format = match options.format {
         Some(f) => Some(f),
         None => {

@@ -169,15 +169,9 @@ pub fn seek_offset(fs: &dyn FileSystem, segment: &Path, lsn: Lsn) -> u64 {
         return 0;
     };
     let Ok(len) = f.len() else { return 0 };
-    let mut buf = vec![0u8; len.min(64 << 20) as usize];
-    let mut have = 0;
-    while have < buf.len() {
-        match f.read_at(&mut buf[have..], have as u64) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => have += n,
-        }
-    }
-    buf.truncate(have);
+    let Ok(buf) = f.read_range(0, len.min(64 << 20) as usize) else {
+        return 0;
+    };
     let Some(points) = decode_index(&buf) else {
         return 0;
     };

@@ -1287,19 +1287,8 @@ fn open_file(
 
 fn read_range(fs: &dyn FileSystem, path: &Path, from: u64, to: u64) -> Result<Vec<u8>, Error> {
     let f = fs.open_read(path).map_err(|e| Error::io("open", path, e))?;
-    let mut buf = vec![0u8; (to - from) as usize];
-    let mut have = 0;
-    while have < buf.len() {
-        let n = f
-            .read_at(&mut buf[have..], from + have as u64)
-            .map_err(|e| Error::io("read", path, e))?;
-        if n == 0 {
-            break;
-        }
-        have += n;
-    }
-    buf.truncate(have);
-    Ok(buf)
+    f.read_range(from, (to - from) as usize)
+        .map_err(|e| Error::io("read", path, e))
 }
 
 /// `{path}.torn-{offset}` (with a counter if taken).
