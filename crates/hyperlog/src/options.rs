@@ -369,7 +369,7 @@ impl ContextOptions {
     }
 
     /// Bytes of zeros written ahead of the data, in steps of this size
-    /// (0 turns it off). The default is 4 MiB for `Fsync`/`FsyncBatch` and off
+    /// rounded up to whole 4 KiB pages (0 turns it off). The default is 4 MiB for `Fsync`/`FsyncBatch` and off
     /// otherwise (at most the retention policy's `max_size`). Overwriting
     /// preallocated zeros lets `fdatasync` skip the
     /// file-size update and its journal commit, which here roughly halves
@@ -385,11 +385,15 @@ impl ContextOptions {
     /// The preallocation step in force.
     pub(crate) fn preallocate_step(&self) -> u64 {
         match self.preallocate {
-            Some(b) => b,
+            // Whole 4 KiB pages, so that readers can tell preallocated zeros
+            // from a torn write of zeros.
+            Some(b) => b.next_multiple_of(crate::reader::PREALLOCATION_ALIGN),
             // Never more zeros than a segment will hold.
             None if self.durability.syncs() => {
                 let cap = self.retention.as_ref().ok().and_then(|r| r.max_size);
-                (4 * 1024 * 1024u64).min(cap.map_or(u64::MAX, |m| m.next_multiple_of(4096)))
+                (4 * 1024 * 1024u64).min(cap.map_or(u64::MAX, |m| {
+                    m.next_multiple_of(crate::reader::PREALLOCATION_ALIGN)
+                }))
             }
             None => 0,
         }

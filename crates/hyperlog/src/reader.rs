@@ -32,6 +32,9 @@ use crate::{Error, Log, Lsn, RecoveryMode};
 
 const CHUNK: usize = 1 << 20;
 
+/// Writers preallocate files to multiples of this many bytes.
+pub(crate) const PREALLOCATION_ALIGN: u64 = 4096;
+
 /// How to read a log.
 #[derive(Clone, Debug)]
 pub struct ReadOptions {
@@ -345,10 +348,13 @@ impl Scanner {
     /// Applies the recovery mode to damage at `offset`. `Ok(true)`: go on
     /// (the position moved past the damage); `Ok(false)`: the log ends here.
     ///
-    /// Zeros from `offset` to the end of the file are not damage in any
-    /// mode: they are space a writer preallocated and had not yet used.
+    /// Zeros from `offset` to the end of a file whose length is a multiple
+    /// of 4 KiB are not damage in any mode: they are space a writer
+    /// preallocated and had not yet used.
     pub fn damage(&mut self, offset: u64, d: Damage) -> Result<bool, Error> {
-        if self.zeros_to_end(offset)? {
+        // Preallocation extends files to multiples of 4 KiB; zeros that end
+        // anywhere else are a torn write that happened to write zeros.
+        if self.len % PREALLOCATION_ALIGN == 0 && self.zeros_to_end(offset)? {
             self.zero_tail = Some(offset);
             self.done = true;
             return Ok(false);

@@ -287,3 +287,46 @@ fn the_sparse_index_skips_into_the_middle_of_a_segment() {
         assert_eq!(got.len(), 1200 - k);
     }
 }
+
+#[test]
+fn a_torn_write_of_zeros_is_a_torn_tail_but_aligned_zeros_are_preallocation() {
+    use hyperlog::fs::SimFs;
+    use std::sync::Arc;
+    let fs = SimFs::new();
+    let path = Path::new("/d/z.wal");
+    let logger = Logger::new();
+    let opts = ContextOptions::new()
+        .path(path)
+        .format(LogFormat::Binary)
+        .file_system(Arc::new(fs.clone()));
+    let ctx = logger.context_with_blocking("z", opts.clone()).unwrap();
+    ctx.log_blocking(Cmd {
+        level: LogLevel::Info,
+        message: None,
+        n: 1,
+    })
+    .unwrap();
+    logger.close_blocking().unwrap();
+    let intact = fs.contents(path).unwrap();
+    // One zero byte after the record: the start of a record whose CRC's
+    // first byte is zero, cut by a crash. Cut and kept, like any torn tail.
+    let mut torn = intact.clone();
+    torn.push(0);
+    fs.put(path, &torn);
+    let logger = Logger::new();
+    let ctx = logger.context_with_blocking("z", opts.clone()).unwrap();
+    let r = ctx.recovery_report().unwrap();
+    assert_eq!((r.records, r.bytes_cut), (1, 1));
+    assert!(r.saved_to.is_some());
+    logger.close_blocking().unwrap();
+    // Zeros up to a 4 KiB boundary: preallocated space, trimmed silently.
+    let mut pre = intact.clone();
+    pre.resize(8192, 0);
+    fs.put(path, &pre);
+    let logger = Logger::new();
+    let ctx = logger.context_with_blocking("z", opts).unwrap();
+    let r = ctx.recovery_report().unwrap();
+    assert_eq!((r.records, r.bytes_cut, r.saved_to.clone()), (1, 0, None));
+    logger.close_blocking().unwrap();
+    assert_eq!(fs.contents(path).unwrap(), intact);
+}
