@@ -354,7 +354,7 @@ impl Scanner {
     pub fn damage(&mut self, offset: u64, d: Damage) -> Result<bool, Error> {
         // Preallocation extends files to multiples of 4 KiB; zeros that end
         // anywhere else are a torn write that happened to write zeros.
-        if self.len % PREALLOCATION_ALIGN == 0 && self.zeros_to_end(offset)? {
+        if self.len.is_multiple_of(PREALLOCATION_ALIGN) && self.zeros_to_end(offset)? {
             self.zero_tail = Some(offset);
             self.done = true;
             return Ok(false);
