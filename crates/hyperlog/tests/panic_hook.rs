@@ -1,66 +1,12 @@
 //! `Logger::install_panic_hook`: a panicking process still writes what it
 //! logged in `None` mode (acknowledged on enqueue, not yet written).
 
-use std::io;
-use std::path::Path;
-use std::sync::Arc;
+mod common;
 
-use hyperlog::fs::{FileSystem, ReadableFile, StdFs, WritableFile};
+use std::time::Duration;
+
+use common::FaultFs;
 use hyperlog::{ContextOptions, DurabilityMode, Logger, Message, ReadOptions};
-
-/// The real disk, with every write 20 ms slow, so that entries are still
-/// queued when the child panics.
-#[derive(Debug)]
-struct SlowFs;
-
-struct SlowFile(Box<dyn WritableFile>);
-
-impl WritableFile for SlowFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        self.0.write(buf)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.0.sync_data()
-    }
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.0.truncate(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.0.len()
-    }
-    fn try_lock(&self) -> io::Result<bool> {
-        self.0.try_lock()
-    }
-}
-
-impl FileSystem for SlowFs {
-    fn open_append(&self, path: &Path, mode: u32) -> io::Result<(Box<dyn WritableFile>, bool)> {
-        let (f, created) = StdFs.open_append(path, mode)?;
-        Ok((Box::new(SlowFile(f)), created))
-    }
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>> {
-        StdFs.open_read(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        StdFs.sync_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove_file(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        StdFs.exists(path)
-    }
-    fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-        StdFs.write_new(path, data, mode)
-    }
-}
 
 const CHILD_ENV: &str = "HYPERLOG_PANIC_HOOK_CHILD";
 
@@ -70,6 +16,9 @@ fn panicking_child() {
     let Some(path) = std::env::var_os(CHILD_ENV) else {
         return;
     };
+    // Every write 20 ms slow, so that entries are still queued at the panic.
+    let fs = FaultFs::new();
+    fs.write_delay(Duration::from_millis(20));
     let logger = Logger::new();
     let ctx = logger
         .context_with_blocking(
@@ -78,7 +27,7 @@ fn panicking_child() {
                 .path(std::path::PathBuf::from(path))
                 .durability(DurabilityMode::None)
                 .queue_capacity(100_000)
-                .file_system(Arc::new(SlowFs)),
+                .file_system(fs.handle()),
         )
         .unwrap();
     logger.install_panic_hook();

@@ -78,6 +78,7 @@ struct Faults {
     held_write: usize,
     held_sync: usize,
     sync_delay: Duration,
+    write_delay: Duration,
 }
 
 impl Faults {
@@ -205,6 +206,11 @@ impl FaultFs {
     /// Makes every `sync_data` sleep this long before syncing, so that
     /// producers pile up behind it (not a timing assertion: it only makes
     /// group commit observable on fast disks).
+    /// Makes every write take `d` longer.
+    pub fn write_delay(&self, d: Duration) {
+        lock(&self.state.faults).write_delay = d;
+    }
+
     pub fn sync_delay(&self, d: Duration) {
         lock(&self.state.faults).sync_delay = d;
     }
@@ -250,7 +256,7 @@ impl FaultFs {
     }
 
     /// Counts a call of `op`, waits at the gate if held, and says whether it
-    /// must fail (with which errno), plus the short-write cap and sync delay.
+    /// must fail (with which errno), plus the short-write cap and the op's delay.
     fn enter(&self, op: Op) -> (Option<i32>, Option<usize>, Duration) {
         let counter = match op {
             Op::Write => &self.state.writes,
@@ -278,7 +284,11 @@ impl FaultFs {
             }
             .fetch_add(1, Ordering::SeqCst);
         }
-        (fail, f.short_write, f.sync_delay)
+        let delay = match op {
+            Op::Write => f.write_delay,
+            Op::Sync => f.sync_delay,
+        };
+        (fail, f.short_write, delay)
     }
 }
 
@@ -293,7 +303,10 @@ struct FaultFile {
 
 impl WritableFile for FaultFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let (fail, short, _) = self.fs.enter(Op::Write);
+        let (fail, short, delay) = self.fs.enter(Op::Write);
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
+        }
         if let Some(errno) = fail {
             return Err(io::Error::from_raw_os_error(errno));
         }
