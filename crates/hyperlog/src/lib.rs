@@ -97,8 +97,9 @@
 //! zstd archive off the writer's thread, and `max_archives` /
 //! `max_archive_age` prune old archives. A write-ahead log (a context that
 //! syncs or carries LSNs) is sealed into readable [`segments`] instead, which
-//! [`read_entries`] reads as one log and only [`Context::truncate_before`]
-//! deletes:
+//! [`read_entries`] reads as one log and [`Context::truncate_before`]
+//! deletes (retention deletes segments only when the policy opts in with
+//! [`RetentionPolicy::delete_wal_segments`]):
 //!
 //! ```
 //! # fn main() -> Result<(), hyperlog::Error> {

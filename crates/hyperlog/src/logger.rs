@@ -338,6 +338,11 @@ pub struct WriterStats {
     pub records_written: u64,
     /// Bytes that reached the OS (preallocated zeros not included).
     pub bytes_written: u64,
+    /// Rotations done (files sealed as segments or archives).
+    pub rotations: u64,
+    /// The longest time one rotation held the writer, in microseconds: the
+    /// delay a rotation adds to the group of entries that found the file due.
+    pub longest_rotation_us: u64,
 }
 
 enum Prepared {
@@ -389,6 +394,8 @@ impl Context {
             dropped_pending: s.dropped.load(Ordering::Relaxed),
             records_written: s.records_written.load(Ordering::Relaxed),
             bytes_written: s.bytes_written.load(Ordering::Relaxed),
+            rotations: s.rotations.load(Ordering::Relaxed),
+            longest_rotation_us: s.longest_rotation_us.load(Ordering::Relaxed),
         }
     }
 

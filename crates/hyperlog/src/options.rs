@@ -414,7 +414,8 @@ impl ContextOptions {
     /// map, such as `[("max_size", "50MB"), ("max_age", "24h"),
     /// ("rotation_time", "00:00")]`; a value that does not parse, a limit of
     /// zero, a policy on a console context, or pruning on a write-ahead log
-    /// without `delete_wal_segments` is an error at configure time.
+    /// without [`delete_wal_segments`](RetentionPolicy::delete_wal_segments)
+    /// is an error at configure time.
     ///
     /// ```
     /// use hyperlog::ContextOptions;
@@ -517,17 +518,6 @@ impl ContextOptions {
             .retention
             .clone()
             .map_err(|e| bad("retention_policy", e.to_string()))?;
-        if (self.durability.syncs() || self.enable_lsn) && retention.prunes() {
-            // A WAL's retention is the application's checkpoint:
-            // `Context::truncate_before(lsn)` deletes sealed segments.
-            return Err(bad(
-                "retention_policy",
-                "a write-ahead log (a context that syncs or carries LSNs) rotates into segments that \
-                 are deleted by Context::truncate_before; pruning them by max_archives/max_archive_age \
-                 is not supported yet (delete_wal_segments is reserved for it)"
-                    .into(),
-            ));
-        }
         retention
             .check(self.durability.syncs() || self.enable_lsn)
             .map_err(|r| bad("retention_policy", r))?;

@@ -611,13 +611,16 @@ pub struct RetentionPolicy {
     pub max_archive_age: Option<Duration>,
     /// How rotated files are archived (default zstd level 3).
     pub compression: Compression,
-    /// Reserved: the explicit opt-in for pruning to delete a write-ahead
-    /// log's sealed segments (default `false`). A context that syncs
-    /// (`Fsync`, `FsyncBatch`) or carries LSNs is a write-ahead log; its
-    /// segments are deleted by `Context::truncate_before`, and configuring
-    /// it with `max_archives` or `max_archive_age` is an error in this
-    /// version, with or without this flag, so retention never deletes WAL
-    /// data on its own.
+    /// The explicit opt-in for pruning to delete a write-ahead log's sealed
+    /// segments (default `false`). A context that syncs (`Fsync`,
+    /// `FsyncBatch`) or carries LSNs is a write-ahead log: its segments are
+    /// normally deleted only by `Context::truncate_before`, the
+    /// application's checkpoint, and configuring it with `max_archives` or
+    /// `max_archive_age` is an error unless this flag is set. With it,
+    /// after each rotation the oldest sealed segments beyond
+    /// `max_archives`, and those whose last entry is older than
+    /// `max_archive_age`, are deleted, always a prefix of the chain (see
+    /// [`RetentionPolicy::segments_to_prune`]).
     #[serde(deserialize_with = "bool_field")]
     pub delete_wal_segments: bool,
 }
@@ -877,6 +880,50 @@ impl RetentionPolicy {
             })
             .map(|(_, (name, _, _))| name.clone())
             .collect()
+    }
+}
+
+impl RetentionPolicy {
+    /// How many of a write-ahead log's sealed segments to delete, counted
+    /// from the oldest, when the policy opted in with `delete_wal_segments`
+    /// (0 otherwise). `sealed_unix` holds, oldest first, the time (Unix
+    /// seconds) each segment's last entry was written, or `None` when it is
+    /// not known (segments without LSNs). A segment goes when it is beyond
+    /// the newest `max_archives` or older than `max_archive_age`; only a
+    /// prefix of the chain ever goes, so the segments left stay contiguous
+    /// even if the clock once ran backwards.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hyperlog::RetentionPolicy;
+    /// let mut p = RetentionPolicy::new().max_archives(2);
+    /// assert_eq!(p.segments_to_prune(&[Some(10), Some(20), Some(30)], 40), 0);
+    /// p.delete_wal_segments = true;
+    /// assert_eq!(p.segments_to_prune(&[Some(10), Some(20), Some(30)], 40), 1);
+    /// let mut p = RetentionPolicy::new().max_archive_age(Duration::from_secs(15));
+    /// p.delete_wal_segments = true;
+    /// // The second segment is old, but the first is not: nothing goes.
+    /// assert_eq!(p.segments_to_prune(&[Some(35), Some(20), Some(39)], 40), 0);
+    /// assert_eq!(p.segments_to_prune(&[Some(10), Some(20), Some(39)], 40), 2);
+    /// ```
+    pub fn segments_to_prune(&self, sealed_unix: &[Option<i64>], now_unix: i64) -> usize {
+        if !self.delete_wal_segments {
+            return 0;
+        }
+        let over_count = self
+            .max_archives
+            .map_or(0, |keep| sealed_unix.len().saturating_sub(keep));
+        let old = |t: &Option<i64>| {
+            self.max_archive_age.zip(*t).is_some_and(|(max, t)| {
+                let age = i128::from(now_unix) - i128::from(t);
+                age > 0 && Duration::from_secs(u64::try_from(age).unwrap_or(u64::MAX)) > max
+            })
+        };
+        sealed_unix
+            .iter()
+            .enumerate()
+            .take_while(|(i, t)| *i < over_count || old(t))
+            .count()
     }
 }
 
@@ -1790,9 +1837,19 @@ mod tests {
             .err()
             .unwrap()
             .to_string();
-        // Pruning a WAL's segments by policy is refused (with or without
-        // delete_wal_segments): Context::truncate_before deletes them.
-        assert!(e.contains("truncate_before"), "{e}");
+        // Pruning a WAL's segments by policy needs the explicit opt-in.
+        assert!(e.contains("delete_wal_segments"), "{e}");
+        let c = ContextOptions::new()
+            .path("a.wal")
+            .durability(DurabilityMode::FsyncBatch)
+            .retention_policy([
+                ("max_size", "1MB"),
+                ("max_archives", "3"),
+                ("delete_wal_segments", "true"),
+            ])
+            .compile("c")
+            .unwrap();
+        assert!(c.retention.delete_wal_segments);
         let c = ContextOptions::new()
             .path("a.log")
             .retention_policy([("max_size", "50MB"), ("rotation_time", "00:00")])

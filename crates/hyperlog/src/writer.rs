@@ -103,6 +103,8 @@ pub(crate) struct Shared {
     /// Records and bytes that reached the OS (after a successful write).
     pub records_written: AtomicU64,
     pub bytes_written: AtomicU64,
+    pub rotations: AtomicU64,
+    pub longest_rotation_us: AtomicU64,
     pub closed: AtomicBool,
     /// Buffers handed back by the writer for producers to reuse.
     pool: crossbeam_queue::ArrayQueue<Vec<u8>>,
@@ -255,6 +257,8 @@ impl WriterHandle {
             writes: AtomicU64::new(0),
             records_written: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            rotations: AtomicU64::new(0),
+            longest_rotation_us: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             waiting: std::sync::atomic::AtomicUsize::new(0),
             last_group: std::sync::atomic::AtomicUsize::new(0),
@@ -390,6 +394,8 @@ pub(crate) struct Writer {
     /// Rotation of the live file (data-plane logs with a retention policy),
     /// with what reopening the live file needs.
     rotation: Option<(Rotation, Arc<dyn FileSystem>, u32)>,
+    /// The file system of a file sink.
+    fs: Option<Arc<dyn FileSystem>>,
     /// The LSN of the live file's first entry (segmented WALs name sealed
     /// segments by it).
     live_first_lsn: Option<Lsn>,
@@ -414,6 +420,7 @@ impl Writer {
     ) -> Result<(Writer, Option<RecoveryReport>), Error> {
         let mut lsn = cfg.lsn_instance.map(LsnGenerator::new);
         let mut rotation = None;
+        let mut file_system = None;
         let mut live_first_lsn = None;
         let (sink, report) = match cfg.sink {
             SinkConfig::Console(stream) => (Sink::Console(stream), None),
@@ -455,6 +462,7 @@ impl Writer {
                     }
                 }
                 live_first_lsn = report.first_lsn;
+                file_system = Some(fs.clone());
                 if let Some(policy) = cfg.retention {
                     let s = shared.clone();
                     let on_error: Arc<dyn Fn(Error) + Send + Sync> = Arc::new(move |e| s.report(e));
@@ -465,6 +473,7 @@ impl Writer {
                         mode,
                         report.created,
                         wal,
+                        if wal { cfg.preallocate } else { 0 },
                         on_error,
                     )?;
                     rotation = Some((r, fs, mode));
@@ -506,6 +515,7 @@ impl Writer {
                 index: (live_first_lsn.is_none() && cfg.lsn_instance.is_some()).then(Vec::new),
                 index_pending: Vec::new(),
                 rotation,
+                fs: file_system,
                 live_first_lsn,
                 max_record_size: cfg.max_record_size,
                 buf: Vec::with_capacity(64 * 1024),
@@ -670,8 +680,14 @@ impl Writer {
         if let Some(p) = self.shared.poisoned() {
             return Err(p);
         }
-        let (Some((_, fs, _)), Sink::File { path, .. }) = (self.rotation.as_ref(), &self.sink)
-        else {
+        if let Some((r, _, _)) = self.rotation.as_mut() {
+            // A sealed segment the background thread still finishes is not
+            // deleted under it (its index would be left behind).
+            r.wait_idle();
+        }
+        // Segments may be left by an earlier run with a rotating policy even
+        // when this one has none: they are truncated all the same.
+        let (Some(fs), Sink::File { path, .. }) = (self.fs.as_ref(), &self.sink) else {
             return Ok(Vec::new());
         };
         let segments = crate::segments::list_segments(&**fs, path);
@@ -743,8 +759,16 @@ impl Writer {
         {
             // Before the group is appended: the entries that found the file
             // due go to the fresh one, never lost.
-            if let Err(e) = self.rotate() {
-                self.shared.report(e);
+            let t = Instant::now();
+            match self.rotate() {
+                Ok(()) => {
+                    let us = t.elapsed().as_micros() as u64;
+                    self.shared.rotations.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .longest_rotation_us
+                        .fetch_max(us, Ordering::Relaxed);
+                }
+                Err(e) => self.shared.report(e),
             }
         }
         let now = now_ms();
@@ -928,8 +952,10 @@ impl Writer {
         }
     }
 
-    /// Seals the live file as an archive and starts a fresh one (see
-    /// [`crate::rotation`]). On failure the live file stays as it was and
+    /// Seals the live file (a segment or an archive) and puts a fresh one in
+    /// its place (see [`crate::rotation`]): two renames and, for a syncing
+    /// context, one directory sync on this thread; the rest is the rotation's
+    /// background thread's. On failure the live file stays as it was and
     /// writes go on into it.
     fn rotate(&mut self) -> Result<(), Error> {
         let (
@@ -945,67 +971,64 @@ impl Writer {
             return Ok(());
         };
         if *good_len == 0 {
-            // Nothing to archive: the empty file just starts its clocks again.
-            return rotation.reset_clocks();
+            // Nothing to seal: the empty file just starts its clocks again.
+            return rotation.restart_clocks();
         }
-        if *allocated > *good_len {
+        let wal = rotation.is_wal();
+        if !wal && *allocated > *good_len {
+            // The compressor reads the sealed file whole: no zeros in it.
             file.truncate(*good_len)
                 .map_err(|e| Error::io("truncate", path.clone(), e))?;
             *allocated = *good_len;
         }
-        // A WAL's renames must survive power loss before anything is
-        // acknowledged in the new file. A data-plane log promises only to
-        // survive a process crash, which renames do without a sync: its
-        // archiver syncs the directory once the archive is complete.
+        // Every entry in the live file was written (and, when the context
+        // syncs, synced) by the group that carried it. What must survive
+        // power loss before anything is acknowledged in the new file are the
+        // renames. A data-plane log promises only to survive a process
+        // crash, which renames do without a sync.
         let durable = self.durability.syncs();
         let dir = parent_dir(path);
-        let sync_dir = |fs: &Arc<dyn FileSystem>| -> Result<(), Error> {
+        let sealed = rotation.sealed_path(self.live_first_lsn);
+        fs.rename(path, &sealed)
+            .map_err(|e| Error::io("rename", path.clone(), e))?;
+        let fresh = match rotation.install_prepared(path) {
+            Some(p) => p.map(|p| (p.file, p.len)),
+            None => fs
+                .open_append(path, *mode)
+                .map_err(|e| Error::io("open", path.clone(), e))
+                .and_then(|(f, _)| {
+                    if f.try_lock()
+                        .map_err(|e| Error::io("lock", path.clone(), e))?
+                    {
+                        Ok((f, 0))
+                    } else {
+                        Err(Error::Locked { path: path.clone() })
+                    }
+                }),
+        };
+        let fresh = fresh.and_then(|f| {
             if durable {
                 fs.sync_dir(&dir)
                     .map_err(|e| Error::io("fsync directory", &dir, e))?;
             }
-            Ok(())
-        };
-        if durable {
-            file.sync_data()
-                .map_err(|e| Error::io("fdatasync", path.clone(), e))?;
-        }
-        let sealed = rotation.sealed_path(self.live_first_lsn);
-        fs.rename(path, &sealed)
-            .map_err(|e| Error::io("rename", path.clone(), e))?;
-        let opened = sync_dir(fs).and_then(|()| {
-            let (f, _) = fs
-                .open_append(path, *mode)
-                .map_err(|e| Error::io("open", path.clone(), e))?;
-            if !f
-                .try_lock()
-                .map_err(|e| Error::io("lock", path.clone(), e))?
-            {
-                return Err(Error::Locked { path: path.clone() });
-            }
-            sync_dir(fs)?;
             Ok(f)
         });
-        match opened {
-            Ok(f) => {
-                *file = f;
+        match fresh {
+            Ok((f, len)) => {
+                let old = std::mem::replace(file, f);
+                let (old_len, trim) = (*good_len, *allocated > *good_len);
                 *good_len = 0;
-                *allocated = 0;
+                *allocated = len;
                 self.live_first_lsn = None;
-                if let Some(points) = self.index.replace(Vec::new())
-                    && rotation.is_wal()
-                {
-                    // Best effort: without it, readers scan the segment.
-                    let idx = crate::segments::index_path(&sealed);
-                    let _ = fs.remove_file(&idx);
-                    let _ = fs.write_new(&idx, &crate::segments::encode_index(&points), *mode);
-                }
-                rotation.rotated(sealed)
+                let index = self.index.replace(Vec::new()).filter(|_| wal);
+                rotation.rotated(old, sealed, old_len, trim, index)
             }
             Err(e) => {
                 // Put the live file back where it was and keep writing to it.
                 let _ = fs.rename(&sealed, path);
-                let _ = sync_dir(fs);
+                if durable {
+                    let _ = fs.sync_dir(&dir);
+                }
                 Err(e)
             }
         }

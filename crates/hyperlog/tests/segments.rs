@@ -330,3 +330,107 @@ fn a_torn_write_of_zeros_is_a_torn_tail_but_aligned_zeros_are_preallocation() {
     logger.close_blocking().unwrap();
     assert_eq!(fs.contents(path).unwrap(), intact);
 }
+
+#[test]
+fn truncate_before_works_without_a_rotating_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    let lsns = write(&path, LogFormat::Binary, 0, 300);
+    let before = list_segments(&hyperlog::fs::StdFs, &path);
+    assert!(before.len() >= 3);
+    // Reopened without a retention policy: the segments an earlier run
+    // sealed are still the application's to truncate.
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking(
+            "wal",
+            options(&path, LogFormat::Binary).retention_policy(RetentionPolicy::new()),
+        )
+        .unwrap();
+    let removed = ctx.truncate_before_blocking(lsns[299]).unwrap();
+    logger.close_blocking().unwrap();
+    let after = list_segments(&hyperlog::fs::StdFs, &path);
+    assert!(!removed.is_empty());
+    assert_eq!(removed.len() + after.len(), before.len());
+    let rest = read(&path, ReadOptions::default()).unwrap();
+    assert_eq!(rest.last().map(|x| x.1), Some(lsns[299]));
+}
+
+#[test]
+fn pruning_wal_segments_needs_the_opt_in_and_keeps_a_contiguous_newest_suffix() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    let logger = Logger::new();
+    let refused = logger.context_with_blocking(
+        "wal",
+        options(&path, LogFormat::Json)
+            .retention_policy(RetentionPolicy::new().max_size(4096).max_archives(2)),
+    );
+    assert!(
+        matches!(&refused, Err(Error::InvalidOption { .. })),
+        "{:?}",
+        refused.err()
+    );
+    assert!(
+        refused
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("delete_wal_segments")
+    );
+    let mut policy = RetentionPolicy::new().max_size(4096).max_archives(2);
+    policy.delete_wal_segments = true;
+    let ctx = logger
+        .context_with_blocking(
+            "wal",
+            options(&path, LogFormat::Json).retention_policy(policy),
+        )
+        .unwrap();
+    let lsns: Vec<Lsn> = (0..300)
+        .map(|n| {
+            ctx.log_blocking(Cmd {
+                level: LogLevel::Info,
+                message: Some(format!("command {n:05}")),
+                n,
+            })
+            .unwrap()
+            .unwrap()
+        })
+        .collect();
+    logger.close_blocking().unwrap();
+    let segments = list_segments(&hyperlog::fs::StdFs, &path);
+    assert_eq!(segments.len(), 2, "{segments:?}");
+    // What is left is the newest entries, contiguous and in order.
+    let rest = read(&path, ReadOptions::default()).unwrap();
+    assert!(rest.len() < 300 && !rest.is_empty());
+    let got: Vec<Lsn> = rest.iter().map(|x| x.1).collect();
+    assert!(lsns.ends_with(&got), "not a suffix of what was written");
+    // No index is left behind for a deleted segment.
+    let idx = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension() == Some("idx".as_ref()))
+        .count();
+    assert!(idx <= 2, "{idx} index files for 2 segments");
+}
+
+#[test]
+fn rotation_leaves_finished_segments_and_no_prepared_file_after_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    write(&path, LogFormat::Json, 0, 300);
+    let segments = list_segments(&hyperlog::fs::StdFs, &path);
+    assert!(segments.len() >= 3);
+    for s in &segments {
+        // Preallocated zeros were cut once the segment was sealed.
+        let bytes = std::fs::read(&s.path).unwrap();
+        assert_eq!(bytes.last(), Some(&b'\n'), "{}", s.path.display());
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.ends_with(".next")),
+        "a prepared file outlived the close: {names:?}"
+    );
+}
