@@ -504,7 +504,10 @@ impl Chain {
             pending_error: Some(e),
         };
         let segments = if segmented {
-            crate::segments::list_segments(&*options.file_system, path)
+            match crate::segments::try_list_segments(&*options.file_system, path) {
+                Ok(s) => s,
+                Err(e) => return fail(Error::io("list the directory of", path, e)),
+            }
         } else {
             Vec::new()
         };

@@ -81,8 +81,10 @@ struct Archives {
 }
 
 impl Archives {
-    fn names(&self) -> Vec<String> {
-        self.fs.list_dir(&self.dir).unwrap_or_default()
+    fn names(&self) -> Result<Vec<String>, Error> {
+        self.fs
+            .list_dir(&self.dir)
+            .map_err(|e| Error::io("list directory", &self.dir, e))
     }
 
     /// Compresses one sealed file (unless the policy keeps archives
@@ -127,7 +129,7 @@ impl Archives {
             Compression::None => self.ext.as_str(),
         };
         let archives: Vec<(String, i64, u32)> = self
-            .names()
+            .names()?
             .into_iter()
             .filter(|n| n.ends_with(&format!("_archived.{finished_ext}")))
             .filter_map(|n| parse_archive_name(&self.stem, &n).map(|(s, c)| (n, s, c)))
@@ -152,8 +154,10 @@ impl Archives {
         if self.policy.compression == Compression::None {
             return Vec::new();
         }
+        // Unlistable now: the next open tries again.
         let mut v: Vec<(i64, u32, String)> = self
             .names()
+            .unwrap_or_default()
             .into_iter()
             .filter(|n| n.ends_with(&format!("_archived.{}", self.ext)))
             .filter_map(|n| parse_archive_name(&self.stem, &n).map(|(s, c)| (s, c, n)))
@@ -219,7 +223,15 @@ impl Background {
             } => self.finish_segment(file, &sealed, len, trim, index),
             Job::Meta(m) => write_meta(&self.archives, &self.meta_path, &m),
             Job::PruneSegments => self.prune_segments(),
-            Job::Prepare(len) => self.prepare(len),
+            // Only an optimization: when it fails, the writer creates the
+            // next file itself (and reports what that runs into).
+            Job::Prepare(len) => {
+                if self.prepare(len).is_err() {
+                    *lock(&self.prepared) = None;
+                    let _ = self.archives.fs.remove_file(&self.next_path);
+                }
+                Ok(())
+            }
             Job::Barrier(done) => {
                 let _ = done.send(());
                 Ok(())
@@ -262,7 +274,8 @@ impl Background {
     /// (a crash midway leaves a contiguous chain), then syncs the directory.
     fn prune_segments(&self) -> Result<(), Error> {
         let fs = &*self.archives.fs;
-        let segments = crate::segments::list_segments(fs, &self.live);
+        let segments = crate::segments::try_list_segments(fs, &self.live)
+            .map_err(|e| Error::io("list the directory of", &self.live, e))?;
         let now = now_unix();
         // A segment's last entry was written just before the next one's
         // first, whose LSN carries its time; the newest was sealed just now.
@@ -485,26 +498,44 @@ impl Rotation {
 
     /// The name the live file is renamed to when it is sealed: the next
     /// segment of a write-ahead log (named by `first_lsn`), or an
-    /// uncompressed archive.
-    pub fn sealed_path(&mut self, first_lsn: Option<crate::Lsn>) -> PathBuf {
-        if self.wal {
-            let fs = &*self.bg.archives.fs;
-            let path = &self.path;
-            let next = *self.next_segment.get_or_insert_with(|| {
-                crate::segments::list_segments(fs, path)
-                    .last()
-                    .map_or(1, |s| s.id + 1)
-            });
-            return crate::segments::segment_path(&self.path, next, first_lsn);
+    /// uncompressed archive. Never a name in use: a directory that cannot be
+    /// listed, or a name that exists (of a sealed file or its compressed
+    /// archive), fails the rotation, which is tried again later.
+    pub fn sealed_path(&mut self, first_lsn: Option<crate::Lsn>) -> Result<PathBuf, Error> {
+        let fs = &*self.bg.archives.fs;
+        let sealed = if self.wal {
+            let next = match self.next_segment {
+                Some(n) => n,
+                None => {
+                    let n = crate::segments::try_list_segments(fs, &self.path)
+                        .map_err(|e| Error::io("list the directory of", &self.path, e))?
+                        .last()
+                        .map_or(1, |s| s.id + 1);
+                    *self.next_segment.insert(n)
+                }
+            };
+            crate::segments::segment_path(&self.path, next, first_lsn)
+        } else {
+            let existing = self.bg.archives.names()?;
+            let name = archive_name_with_extension(
+                &self.bg.archives.stem,
+                now_unix(),
+                &self.bg.archives.ext,
+                &existing,
+            );
+            self.bg.archives.dir.join(name)
+        };
+        let compressed = sealed.with_extension(ZSTD_EXTENSION);
+        if fs.exists(&sealed) || (!self.wal && fs.exists(&compressed)) {
+            // Forget the cached id: the directory changed under us.
+            self.next_segment = None;
+            return Err(Error::io(
+                "seal the live file as",
+                &sealed,
+                std::io::ErrorKind::AlreadyExists.into(),
+            ));
         }
-        let existing = self.bg.archives.names();
-        let name = archive_name_with_extension(
-            &self.bg.archives.stem,
-            now_unix(),
-            &self.bg.archives.ext,
-            &existing,
-        );
-        self.bg.archives.dir.join(name)
+        Ok(sealed)
     }
 
     /// Moves the prepared next live file, if the background thread has

@@ -69,10 +69,21 @@ pub fn parse_segment_name(live: &Path, file_name: &str) -> Option<(u64, Option<L
 /// The sealed segments of the log at `live`, in id order (empty when the
 /// log is not segmented or the directory cannot be listed).
 pub fn list_segments(fs: &dyn FileSystem, live: &Path) -> Vec<Segment> {
+    try_list_segments(fs, live).unwrap_or_default()
+}
+
+/// The sealed segments of the log whose live file is `live`, in order, or
+/// the error listing its directory gave (a directory that does not exist
+/// holds no segments). Writers and readers use this one: a listing that
+/// failed must not pass for a log without segments.
+pub fn try_list_segments(fs: &dyn FileSystem, live: &Path) -> std::io::Result<Vec<Segment>> {
     let dir = parent_dir(live);
-    let mut v: Vec<Segment> = fs
-        .list_dir(&dir)
-        .unwrap_or_default()
+    let names = match fs.list_dir(&dir) {
+        Ok(n) => n,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    let mut v: Vec<Segment> = names
         .into_iter()
         .filter_map(|n| {
             parse_segment_name(live, &n).map(|(id, first_lsn)| Segment {
@@ -83,7 +94,7 @@ pub fn list_segments(fs: &dyn FileSystem, live: &Path) -> Vec<Segment> {
         })
         .collect();
     v.sort();
-    v
+    Ok(v)
 }
 
 /// Checks that segment ids have no gaps and first LSNs increase; returns

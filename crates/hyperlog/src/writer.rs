@@ -396,6 +396,8 @@ pub(crate) struct Writer {
     rotation: Option<(Rotation, Arc<dyn FileSystem>, u32)>,
     /// The file system of a file sink.
     fs: Option<Arc<dyn FileSystem>>,
+    /// A failed write left bytes after `good_len` that could not be cut.
+    cut_pending: bool,
     /// The LSN of the live file's first entry (segmented WALs name sealed
     /// segments by it).
     live_first_lsn: Option<Lsn>,
@@ -440,7 +442,8 @@ impl Writer {
                 let wal = cfg.durability.syncs() || cfg.lsn_instance.is_some();
                 if wal {
                     // Sealed segments must form a chain; the live file continues it.
-                    let segments = crate::segments::list_segments(&*fs, &path);
+                    let segments = crate::segments::try_list_segments(&*fs, &path)
+                        .map_err(|e| Error::io("list the directory of", &path, e))?;
                     if let Err((p, reason)) = crate::segments::check_chain(&segments)
                         && cfg.recovery != RecoveryMode::SkipCorrupted
                     {
@@ -516,6 +519,7 @@ impl Writer {
                 index_pending: Vec::new(),
                 rotation,
                 fs: file_system,
+                cut_pending: false,
                 live_first_lsn,
                 max_record_size: cfg.max_record_size,
                 buf: Vec::with_capacity(64 * 1024),
@@ -690,7 +694,8 @@ impl Writer {
         let (Some(fs), Sink::File { path, .. }) = (self.fs.as_ref(), &self.sink) else {
             return Ok(Vec::new());
         };
-        let segments = crate::segments::list_segments(&**fs, path);
+        let segments = crate::segments::try_list_segments(&**fs, path)
+            .map_err(|e| Error::io("list the directory of", path.clone(), e))?;
         // The live file's first LSN, or (when it is empty) one above
         // everything sealed.
         let live_first = self
@@ -769,6 +774,14 @@ impl Writer {
                         .fetch_max(us, Ordering::Relaxed);
                 }
                 Err(e) => self.shared.report(e),
+            }
+            if let Some(p) = self.shared.poisoned() {
+                for (_, _, ack) in group.drain(..) {
+                    if let Some(a) = ack {
+                        let _ = a.send(Err(p.clone()));
+                    }
+                }
+                return;
             }
         }
         let now = now_ms();
@@ -883,6 +896,14 @@ impl Writer {
                 if self.buf.is_empty() {
                     return Ok(());
                 }
+                if self.cut_pending {
+                    // A failed write left part of a group that could not be
+                    // cut then: nothing is appended behind it until it is.
+                    file.truncate(*good_len)
+                        .map_err(|e| Error::io("truncate", path.clone(), e))?;
+                    self.cut_pending = false;
+                    *allocated = *good_len;
+                }
                 self.shared.writes.fetch_add(1, Ordering::Relaxed);
                 let end = *good_len + self.buf.len() as u64;
                 if self.prealloc_step > 0 && end > *allocated {
@@ -896,9 +917,12 @@ impl Writer {
                 }
                 if let Err(e) = file.write_all(&self.buf) {
                     // Cut a partial write back so the file holds whole records;
-                    // if that fails too, recovery treats it as a torn tail.
-                    let _ = file.truncate(*good_len);
-                    *allocated = *good_len;
+                    // if that fails too, the next write tries again first
+                    // (until then, recovery treats it as a torn tail).
+                    match file.truncate(*good_len) {
+                        Ok(()) => *allocated = *good_len,
+                        Err(_) => self.cut_pending = true,
+                    }
                     return Err(Error::io("write", path.clone(), e));
                 }
                 if self.durability.syncs() {
@@ -988,7 +1012,7 @@ impl Writer {
         // crash, which renames do without a sync.
         let durable = self.durability.syncs();
         let dir = parent_dir(path);
-        let sealed = rotation.sealed_path(self.live_first_lsn);
+        let sealed = rotation.sealed_path(self.live_first_lsn)?;
         fs.rename(path, &sealed)
             .map_err(|e| Error::io("rename", path.clone(), e))?;
         let fresh = match rotation.install_prepared(path) {
@@ -1025,9 +1049,21 @@ impl Writer {
             }
             Err(e) => {
                 // Put the live file back where it was and keep writing to it.
-                let _ = fs.rename(&sealed, path);
-                if durable {
-                    let _ = fs.sync_dir(&dir);
+                // If that fails, the file being written carries a sealed
+                // name that truncate_before or pruning could delete: nothing
+                // more is acknowledged in it.
+                let back = fs
+                    .rename(&sealed, path)
+                    .map_err(|e| Error::io("rename", sealed.clone(), e))
+                    .and_then(|()| {
+                        if durable {
+                            fs.sync_dir(&dir)
+                                .map_err(|e| Error::io("fsync directory", &dir, e))?;
+                        }
+                        Ok(())
+                    });
+                if let Err(undo) = back {
+                    self.shared.poison(&undo);
                 }
                 Err(e)
             }
@@ -1093,7 +1129,7 @@ impl Writer {
             good_len,
             allocated,
         } = &mut self.sink
-            && *allocated > *good_len
+            && (*allocated > *good_len || self.cut_pending)
         {
             // A closed log holds no preallocated zeros.
             match file.truncate(*good_len) {
