@@ -287,9 +287,10 @@ impl Background {
             .collect();
         let n = self.archives.policy.segments_to_prune(&sealed, now);
         for seg in &segments[..n] {
+            // The index first, as truncate_before does.
+            let _ = fs.remove_file(&crate::segments::index_path(&seg.path));
             fs.remove_file(&seg.path)
                 .map_err(|e| Error::io("delete segment", &seg.path, e))?;
-            let _ = fs.remove_file(&crate::segments::index_path(&seg.path));
         }
         if n > 0 {
             fs.sync_dir(&self.archives.dir)
@@ -359,6 +360,10 @@ pub(crate) struct Rotation {
     prepare: u64,
     /// The id the next sealed segment gets, once known.
     next_segment: Option<u64>,
+    /// The newest archive name this log has used (or found at open): a
+    /// listing can miss a file the archiver renames at that moment, and the
+    /// next name must still be above it.
+    last_archive: Option<String>,
     jobs: Option<mpsc::Sender<Job>>,
     worker: Option<std::thread::JoinHandle<()>>,
 }
@@ -419,6 +424,7 @@ impl Rotation {
             state: FileState::default(),
             prepare,
             next_segment: None,
+            last_archive: None,
             jobs: None,
             worker: None,
         };
@@ -428,6 +434,15 @@ impl Rotation {
             _ => r.reset_clocks()?,
         }
         if !wal {
+            let stem = &r.bg.archives.stem;
+            r.last_archive =
+                r.bg.archives
+                    .names()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|n| parse_archive_name(stem, &n).map(|k| (k, n)))
+                    .max()
+                    .map(|(_, n)| n);
             for sealed in r.bg.archives.pending() {
                 r.submit(Job::Seal(sealed))?;
             }
@@ -516,13 +531,15 @@ impl Rotation {
             };
             crate::segments::segment_path(&self.path, next, first_lsn)
         } else {
-            let existing = self.bg.archives.names()?;
+            let mut existing = self.bg.archives.names()?;
+            existing.extend(self.last_archive.clone());
             let name = archive_name_with_extension(
                 &self.bg.archives.stem,
                 now_unix(),
                 &self.bg.archives.ext,
                 &existing,
             );
+            self.last_archive = Some(name.clone());
             self.bg.archives.dir.join(name)
         };
         let compressed = sealed.with_extension(ZSTD_EXTENSION);

@@ -97,6 +97,20 @@ pub fn try_list_segments(fs: &dyn FileSystem, live: &Path) -> std::io::Result<Ve
     Ok(v)
 }
 
+/// Sparse indexes (`.idx`) of the log at `live` whose segment is gone: left
+/// by a crash between deleting a segment and deleting its index (or by a
+/// version that deleted them in that order).
+pub fn orphan_indexes(fs: &dyn FileSystem, live: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let dir = parent_dir(live);
+    let names = fs.list_dir(&dir)?;
+    Ok(names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".idx"))
+        .filter(|seg| parse_segment_name(live, seg).is_some() && !names.iter().any(|n| n == seg))
+        .map(|seg| dir.join(format!("{seg}.idx")))
+        .collect())
+}
+
 /// Checks that segment ids have no gaps and first LSNs increase; returns
 /// the first segment that breaks the chain and why.
 pub fn check_chain(segments: &[Segment]) -> Result<(), (PathBuf, String)> {

@@ -706,13 +706,19 @@ impl Writer {
             let next_first = segments.get(i + 1).map_or(live_first, |n| n.first_lsn);
             match next_first {
                 Some(n) if n <= before => {
+                    // The index first: a crash in between leaves a segment
+                    // without one (readers scan it), not an orphan index.
+                    let _ = fs.remove_file(&crate::segments::index_path(&seg.path));
                     fs.remove_file(&seg.path)
                         .map_err(|e| Error::io("delete segment", seg.path.clone(), e))?;
-                    let _ = fs.remove_file(&crate::segments::index_path(&seg.path));
                     removed.push(seg.path.clone());
                 }
                 _ => break,
             }
+        }
+        // Indexes an earlier crash (or version) left without their segment.
+        for idx in crate::segments::orphan_indexes(&**fs, path).unwrap_or_default() {
+            let _ = fs.remove_file(&idx);
         }
         if !removed.is_empty() {
             let dir = parent_dir(path);
