@@ -340,8 +340,10 @@ pub struct WriterStats {
     pub bytes_written: u64,
     /// Rotations done (files sealed as segments or archives).
     pub rotations: u64,
-    /// The longest time one rotation held the writer, in microseconds: the
-    /// delay a rotation adds to the group of entries that found the file due.
+    /// The longest delay one rotation added to the group of entries that
+    /// found the file due, in microseconds: the time it held the writer, plus
+    /// the time its directory sync (run beside that group's write and
+    /// `fdatasync`) outlasted them.
     pub longest_rotation_us: u64,
 }
 

@@ -13,8 +13,11 @@
 //!    group commits before;
 //! 2. it renames the next live file, which a background thread created and
 //!    preallocated beforehand at `{path}.next`, to the live path (or, when
-//!    none is ready, creates a fresh one), and syncs the directory once for
-//!    both renames. Nothing is acknowledged in the new file before that sync;
+//!    none is ready, creates a fresh one). For a syncing context one
+//!    directory sync makes both renames durable; it runs on a thread of its
+//!    own while the writer writes and syncs the next group, and that group
+//!    is acknowledged only once both are done (a failed directory sync
+//!    poisons the context);
 //! 3. the background thread then finishes the sealed file: a segment's
 //!    preallocated zeros are cut and its sparse index written; an archive is
 //!    compressed with zstd to a temporary name, synced, renamed to
@@ -366,6 +369,27 @@ pub(crate) struct Rotation {
     last_archive: Option<String>,
     jobs: Option<mpsc::Sender<Job>>,
     worker: Option<std::thread::JoinHandle<()>>,
+    /// A thread that only syncs the directory, so that a rotation's
+    /// directory sync overlaps the first group's write and `fdatasync`
+    /// instead of preceding them (and never waits behind a compression).
+    dir_syncs: Option<mpsc::Sender<mpsc::Sender<Result<(), Error>>>>,
+    dir_syncer: Option<std::thread::JoinHandle<()>>,
+}
+
+/// A directory sync under way; [`DirSync::wait`] gives its outcome.
+pub(crate) struct DirSync(mpsc::Receiver<Result<(), Error>>);
+
+impl DirSync {
+    /// Waits for the sync to finish.
+    pub fn wait(self) -> Result<(), Error> {
+        self.0.recv().unwrap_or_else(|_| {
+            Err(Error::io(
+                "fsync directory (its thread is gone) of",
+                "",
+                std::io::ErrorKind::BrokenPipe.into(),
+            ))
+        })
+    }
 }
 
 impl Rotation {
@@ -417,6 +441,11 @@ impl Rotation {
         };
         // Zeros a crash left before the rename that would have used them.
         let _ = bg.archives.fs.remove_file(&bg.next_path);
+        // A clocks file a crash left half-written.
+        let _ = bg
+            .archives
+            .fs
+            .remove_file(Path::new(&format!("{}.tmp", bg.meta_path.display())));
         let mut r = Rotation {
             bg,
             wal,
@@ -427,6 +456,8 @@ impl Rotation {
             last_archive: None,
             jobs: None,
             worker: None,
+            dir_syncs: None,
+            dir_syncer: None,
         };
         match (created, r.read_meta()) {
             (false, Some(m)) => r.set_meta(m),
@@ -623,6 +654,33 @@ impl Rotation {
         }
     }
 
+    /// Starts syncing the log's directory on the directory-sync thread.
+    pub fn sync_dir_in_background(&mut self) -> Result<DirSync, Error> {
+        if self.dir_syncs.is_none() {
+            let (tx, rx) = mpsc::channel::<mpsc::Sender<Result<(), Error>>>();
+            let fs = self.bg.archives.fs.clone();
+            let dir = self.bg.archives.dir.clone();
+            let worker = std::thread::Builder::new()
+                .name("hyperlog-dirsync".into())
+                .spawn(move || {
+                    for reply in rx {
+                        let r = fs
+                            .sync_dir(&dir)
+                            .map_err(|e| Error::io("fsync directory", &dir, e));
+                        let _ = reply.send(r);
+                    }
+                })
+                .map_err(|e| Error::io("spawn directory-sync thread for", &self.path, e))?;
+            self.dir_syncs = Some(tx);
+            self.dir_syncer = Some(worker);
+        }
+        let (tx, rx) = mpsc::channel();
+        if let Some(q) = &self.dir_syncs {
+            let _ = q.send(tx);
+        }
+        Ok(DirSync(rx))
+    }
+
     fn submit(&mut self, job: Job) -> Result<(), Error> {
         if self.jobs.is_none() {
             let (tx, rx) = mpsc::channel::<Job>();
@@ -648,6 +706,10 @@ impl Rotation {
     pub fn finish(&mut self) {
         self.jobs = None;
         if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+        self.dir_syncs = None;
+        if let Some(w) = self.dir_syncer.take() {
             let _ = w.join();
         }
         if lock(&self.bg.prepared).take().is_some() {

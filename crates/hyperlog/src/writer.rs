@@ -398,6 +398,12 @@ pub(crate) struct Writer {
     fs: Option<Arc<dyn FileSystem>>,
     /// A failed write left bytes after `good_len` that could not be cut.
     cut_pending: bool,
+    /// The directory sync that makes the last rotation's renames durable,
+    /// still running: nothing written after the rotation is acknowledged
+    /// before it succeeds.
+    dir_sync: Option<crate::rotation::DirSync>,
+    /// How long the last rotation held this thread, in microseconds.
+    rotation_us: u64,
     /// The LSN of the live file's first entry (segmented WALs name sealed
     /// segments by it).
     live_first_lsn: Option<Lsn>,
@@ -520,6 +526,8 @@ impl Writer {
                 rotation,
                 fs: file_system,
                 cut_pending: false,
+                dir_sync: None,
+                rotation_us: 0,
                 live_first_lsn,
                 max_record_size: cfg.max_record_size,
                 buf: Vec::with_capacity(64 * 1024),
@@ -773,11 +781,13 @@ impl Writer {
             let t = Instant::now();
             match self.rotate() {
                 Ok(()) => {
-                    let us = t.elapsed().as_micros() as u64;
+                    self.rotation_us = t.elapsed().as_micros() as u64;
                     self.shared.rotations.fetch_add(1, Ordering::Relaxed);
-                    self.shared
-                        .longest_rotation_us
-                        .fetch_max(us, Ordering::Relaxed);
+                    if self.dir_sync.is_none() {
+                        self.shared
+                            .longest_rotation_us
+                            .fetch_max(self.rotation_us, Ordering::Relaxed);
+                    }
                 }
                 Err(e) => self.shared.report(e),
             }
@@ -843,7 +853,7 @@ impl Writer {
         }
         let records = self.records_in_buf;
         self.records_in_buf = 0;
-        let result = self.write_and_sync();
+        let result = self.write_and_sync().and_then(|()| self.settle_dir_sync());
         let points = std::mem::take(&mut self.index_pending);
         match result {
             Ok(()) => {
@@ -868,6 +878,24 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Waits for the last rotation's directory sync, if one is running; a
+    /// failure poisons the context (the new file's name may not survive a
+    /// power cut, so nothing written since can be acknowledged).
+    fn settle_dir_sync(&mut self) -> Result<(), Error> {
+        let Some(sync) = self.dir_sync.take() else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let res = sync.wait();
+        // What the rotation cost the group after it: its own time plus
+        // whatever the directory sync outlasted that group's write and sync.
+        let stall = self.rotation_us + t.elapsed().as_micros() as u64;
+        self.shared
+            .longest_rotation_us
+            .fetch_max(stall, Ordering::Relaxed);
+        res.inspect_err(|e| self.shared.poison(e))
     }
 
     fn write_and_sync(&mut self) -> Result<(), Error> {
@@ -988,6 +1016,7 @@ impl Writer {
     /// background thread's. On failure the live file stays as it was and
     /// writes go on into it.
     fn rotate(&mut self) -> Result<(), Error> {
+        self.settle_dir_sync()?;
         let (
             Some((rotation, fs, mode)),
             Sink::File {
@@ -1036,15 +1065,21 @@ impl Writer {
                     }
                 }),
         };
+        // The directory sync that makes both renames durable runs on the
+        // rotation's directory-sync thread while this one writes and syncs
+        // the next group; that group is acknowledged only once both are done
+        // (see `settle_dir_sync`).
         let fresh = fresh.and_then(|f| {
-            if durable {
-                fs.sync_dir(&dir)
-                    .map_err(|e| Error::io("fsync directory", &dir, e))?;
-            }
-            Ok(f)
+            let sync = if durable {
+                Some(rotation.sync_dir_in_background()?)
+            } else {
+                None
+            };
+            Ok((f, sync))
         });
         match fresh {
-            Ok((f, len)) => {
+            Ok(((f, len), sync)) => {
+                self.dir_sync = sync;
                 let old = std::mem::replace(file, f);
                 let (old_len, trim) = (*good_len, *allocated > *good_len);
                 *good_len = 0;
@@ -1095,7 +1130,7 @@ impl Writer {
                 return Err(e);
             }
         }
-        Ok(())
+        self.settle_dir_sync()
     }
 
     /// Drains the queue, syncs and releases the file.
