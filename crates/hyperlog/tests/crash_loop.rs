@@ -21,94 +21,36 @@
 //! HYPERLOG_CRASH_ITERATIONS=100 cargo test -p hyperlog --test crash_loop -- --nocapture
 //! ```
 
+mod common;
+
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::Mutex;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
-use hyperlog::{
-    ContextOptions, DurabilityMode, Entry, LogFormat, LogLevel, Logger, Lsn, ReadOptions,
-    RetentionPolicy,
+use common::crash::{
+    Ack, Child, ChildArgs, Key, PARENT, Payloads, Rec, child_var, format_name, hash,
+    one_child_at_a_time, parse_ack, say, splitmix,
 };
-use serde::{Deserialize, Serialize};
+use hyperlog::{
+    ContextOptions, DurabilityMode, LogFormat, Logger, Lsn, ReadOptions, RetentionPolicy,
+};
 
-const ENV_DIR: &str = "HYPERLOG_CRASH_CHILD_DIR";
-const ENV_SEED: &str = "HYPERLOG_CRASH_CHILD_SEED";
-const ENV_EPOCH: &str = "HYPERLOG_CRASH_CHILD_EPOCH";
-const ENV_MODE: &str = "HYPERLOG_CRASH_CHILD_MODE";
-const ENV_FORMAT: &str = "HYPERLOG_CRASH_CHILD_FORMAT";
+/// The prefix of the environment variables of [`ChildArgs`].
+const ENV: &str = "HYPERLOG_CRASH_CHILD_";
 const ENV_ROTATION: &str = "HYPERLOG_CRASH_CHILD_ROTATION";
 
 const PRODUCERS: u32 = 8;
-/// The producer id of the entry the parent appends after each recovery.
-const PARENT: u32 = 999;
-/// How long the parent waits for an acknowledgement before calling it a hang.
-const WAIT: Duration = Duration::from_secs(30);
 
-/// Children run one at a time: the machine is small.
-static CHILDREN: Mutex<()> = Mutex::new(());
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct Rec {
-    level: LogLevel,
-    message: Option<String>,
-    epoch: u32,
-    producer: u32,
-    seq: u64,
-    payload: String,
-}
-
-impl Entry for Rec {
-    fn level(&self) -> LogLevel {
-        self.level
-    }
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// FNV-1a, 64-bit.
-fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// The payload of entry (epoch, producer, seq) of an iteration with `seed`:
-/// 1 to 300 characters, with quotes, backslashes and non-ASCII text so that
-/// JSON escaping is exercised.
-fn payload(seed: u64, epoch: u32, producer: u32, seq: u64) -> String {
-    let mut x = splitmix(seed ^ (u64::from(epoch) << 48) ^ (u64::from(producer) << 40) ^ seq);
-    let len = 1 + (x % 300) as usize;
-    const ALPHABET: [&str; 8] = ["a", "Z", "0", "\"", "\\", "é", "\n", "→"];
-    let mut s = String::with_capacity(len * 2);
-    for _ in 0..len {
-        x = splitmix(x);
-        if x.is_multiple_of(4) {
-            s.push_str(ALPHABET[(x >> 8) as usize % ALPHABET.len()]);
-        } else {
-            s.push(char::from(b'a' + (x >> 16) as u8 % 26));
-        }
-    }
-    s
-}
+/// Payloads of 1 to 300 characters, with quotes, backslashes and non-ASCII
+/// text so that JSON escaping is exercised.
+const PAYLOADS: Payloads = Payloads {
+    max_len: 300,
+    special: &["a", "Z", "0", "\"", "\\", "é", "\n", "→"],
+    special_one_in: 4,
+};
 
 fn rec(seed: u64, epoch: u32, producer: u32, seq: u64) -> Rec {
-    Rec {
-        level: LogLevel::Info,
-        message: Some(format!("e{epoch} p{producer} s{seq}")),
-        epoch,
-        producer,
-        seq,
-        payload: payload(seed, epoch, producer, seq),
-    }
+    PAYLOADS.rec(seed, epoch, producer, seq)
 }
 
 fn log_path(dir: &Path, format: LogFormat) -> PathBuf {
@@ -132,28 +74,17 @@ fn opts(path: &Path, mode: DurabilityMode, format: LogFormat, rotation: bool) ->
     }
 }
 
-fn format_name(format: LogFormat) -> &'static str {
-    match format {
-        LogFormat::Binary => "binary",
-        _ => "json",
-    }
-}
-
 /// The child: logs from 8 threads until killed, printing
 /// `ACK epoch producer seq lsn hash` after each acknowledgement.
 #[test]
 #[ignore = "child process of the crash loop; run by it"]
 fn crash_loop_child() {
-    let Ok(dir) = std::env::var(ENV_DIR) else {
+    let Some(args) = ChildArgs::from_env(ENV) else {
         return;
     };
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("child: {k} unset"));
-    let seed: u64 = var(ENV_SEED).parse().unwrap();
-    let epoch: u32 = var(ENV_EPOCH).parse().unwrap();
-    let mode: DurabilityMode = var(ENV_MODE).parse().unwrap();
-    let format: LogFormat = var(ENV_FORMAT).parse().unwrap();
-    let rotation = var(ENV_ROTATION) == "1";
-    let path = log_path(Path::new(&dir), format);
+    let (seed, epoch, mode, format) = (args.seed, args.epoch, args.mode, args.format);
+    let rotation = child_var(ENV_ROTATION) == "1";
+    let path = log_path(&args.dir, format);
     let logger = Logger::new();
     let ctx = match logger.context_with_blocking("crash", opts(&path, mode, format, rotation)) {
         Ok(c) => c,
@@ -171,19 +102,12 @@ fn crash_loop_child() {
                     for seq in 0.. {
                         let r = rec(seed, epoch, p, seq);
                         let h = hash(r.payload.as_bytes());
-                        let line = match ctx.log_blocking(r) {
-                            Ok(Some(lsn)) => format!("ACK {epoch} {p} {seq} {} {h}\n", lsn.get()),
-                            Ok(None) => "ERR no LSN\n".to_string(),
-                            Err(e) => format!("ERR log: {e}\n"),
-                        };
-                        let mut out = std::io::stdout().lock();
-                        if out
-                            .write_all(line.as_bytes())
-                            .and_then(|()| out.flush())
-                            .is_err()
-                            || line.starts_with("ERR")
-                        {
-                            std::process::exit(3);
+                        match ctx.log_blocking(r) {
+                            Ok(Some(lsn)) => {
+                                say(&format!("ACK {epoch} {p} {seq} {} {h}\n", lsn.get()))
+                            }
+                            Ok(None) => say("ERR no LSN\n"),
+                            Err(e) => say(&format!("ERR log: {e}\n")),
                         }
                     }
                 })
@@ -195,18 +119,11 @@ fn crash_loop_child() {
     }
 }
 
-/// One acknowledgement.
-#[derive(Debug, Clone, Copy)]
-struct Ack {
-    lsn: Lsn,
-    hash: u64,
-}
-
 /// What the parent knows: every acknowledgement so far, per
 /// (epoch, producer, seq), and each iteration's seed.
 #[derive(Default)]
 struct Known {
-    acked: HashMap<(u32, u32, u64), Ack>,
+    acked: HashMap<Key, Ack>,
     seeds: Vec<u64>,
     /// The LSN the parent's own append got after each recovery.
     parent_lsns: HashMap<u32, Lsn>,
@@ -235,13 +152,7 @@ impl Combo {
 
 /// Runs one child until a seeded moment, kills it, and returns its
 /// acknowledgements.
-fn run_child(
-    dir: &Path,
-    c: &Combo,
-    seed: u64,
-    epoch: u32,
-    ctx: &str,
-) -> HashMap<(u32, u32, u64), Ack> {
+fn run_child(dir: &Path, c: &Combo, seed: u64, epoch: u32, ctx: &str) -> HashMap<Key, Ack> {
     let r = splitmix(seed ^ 0x6b69_6c6c);
     // Mostly after a number of acknowledgements; sometimes a delay after the
     // first; sometimes a delay after the spawn, without waiting for any (a
@@ -250,52 +161,24 @@ fn run_child(
     let early = (r >> 32).is_multiple_of(8);
     let delay = early || (r >> 32) % 8 < 3;
     let delay_ms = (r >> 40) % 40;
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_loop_child", "--nocapture", "--ignored"])
-        .env(ENV_DIR, dir)
-        .env(ENV_SEED, seed.to_string())
-        .env(ENV_EPOCH, epoch.to_string())
-        .env(ENV_MODE, format!("{:?}", c.mode))
-        .env(ENV_FORMAT, format_name(c.format))
-        .env(ENV_ROTATION, if c.rotation { "1" } else { "0" })
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<Result<((u32, u32, u64), Ack), String>>();
-    let reader = std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match r.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            // A line cut by the kill is not an acknowledgement.
-            let Some(body) = line.strip_suffix('\n') else {
-                return;
-            };
+    let mut child = Child::spawn(
+        "crash_loop_child",
+        |cmd| {
+            ChildArgs::new(dir, seed, epoch, c.mode, c.format).set_env(ENV, cmd);
+            cmd.env(ENV_ROTATION, if c.rotation { "1" } else { "0" });
+        },
+        |body| {
             if let Some(rest) = body.strip_prefix("ACK ") {
-                let v: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
-                let key = (v[0] as u32, v[1] as u32, v[2]);
-                let _ = tx.send(Ok((
-                    key,
-                    Ack {
-                        lsn: Lsn::new(v[3]),
-                        hash: v[4],
-                    },
-                )));
+                Some(Ok(parse_ack(rest)))
             } else if body.starts_with("ERR") {
-                let _ = tx.send(Err(body.to_string()));
+                Some(Err(body.to_string()))
+            } else {
+                None
             }
-        }
-    });
+        },
+    );
     let mut acked = HashMap::new();
-    let take = |item: Result<((u32, u32, u64), Ack), String>,
-                acked: &mut HashMap<(u32, u32, u64), Ack>| match item {
+    let take = |item: Result<(Key, Ack), String>, acked: &mut HashMap<Key, Ack>| match item {
         Ok((k, a)) => {
             assert!(
                 acked.insert(k, a).is_none(),
@@ -310,33 +193,15 @@ fn run_child(
         (false, false) => kill_after_acks,
     };
     while acked.len() < target {
-        match rx.recv_timeout(WAIT) {
-            Ok(item) => take(item, &mut acked),
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{ctx}: hung: the child acknowledged only {}", acked.len());
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = child.wait().unwrap();
-                panic!(
-                    "{ctx}: the child exited after {} acknowledgements: {status}",
-                    acked.len()
-                );
-            }
-        }
+        let item = child.next(ctx, acked.len(), || {
+            format!("the child acknowledged only {}", acked.len())
+        });
+        take(item, &mut acked);
     }
     if delay {
         std::thread::sleep(Duration::from_millis(delay_ms));
     }
-    child.kill().unwrap(); // SIGKILL
-    let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "{ctx}: the child was not killed: {status}"
-    );
-    reader.join().unwrap();
-    for item in rx.try_iter() {
+    for item in child.kill(ctx) {
         take(item, &mut acked);
     }
     acked
@@ -350,7 +215,7 @@ fn check(dir: &Path, c: &Combo, known: &mut Known, epoch: u32, ctx: &str) {
         .context_with_blocking("crash", opts(&path, c.mode, c.format, c.rotation))
         .unwrap_or_else(|e| panic!("{ctx}: reopening after SIGKILL failed: {e}"));
 
-    let mut on_disk: HashMap<(u32, u32, u64), Lsn> = HashMap::new();
+    let mut on_disk: HashMap<Key, Lsn> = HashMap::new();
     let mut prev: Option<(u64, Lsn)> = None;
     let mut count = 0usize;
     for item in hyperlog::read_entries_blocking::<Rec>(&path, 0, ReadOptions::default()) {
@@ -483,22 +348,11 @@ fn check(dir: &Path, c: &Combo, known: &mut Known, epoch: u32, ctx: &str) {
 }
 
 fn iterations() -> u32 {
-    std::env::var("HYPERLOG_CRASH_ITERATIONS")
-        .ok()
-        .map(|v| v.parse().expect("HYPERLOG_CRASH_ITERATIONS: a number"))
-        .unwrap_or(4)
+    common::crash::iterations("HYPERLOG_CRASH_ITERATIONS", 4)
 }
 
 fn run_seed() -> u64 {
-    match std::env::var("HYPERLOG_CRASH_SEED") {
-        Ok(v) => v.parse().expect("HYPERLOG_CRASH_SEED: a number"),
-        Err(_) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            splitmix(t.as_nanos() as u64 ^ u64::from(std::process::id()))
-        }
-    }
+    common::crash::run_seed("HYPERLOG_CRASH_SEED")
 }
 
 fn crash_loop(mode: DurabilityMode, format: LogFormat, rotation: bool) {
@@ -520,10 +374,7 @@ fn crash_loop(mode: DurabilityMode, format: LogFormat, rotation: bool) {
         let ctx = format!(
             "crash loop {combo}, HYPERLOG_CRASH_SEED={seed}, iteration {epoch} (iteration seed {iseed})"
         );
-        let acked = {
-            let _one = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
-            run_child(dir.path(), &c, iseed, epoch, &ctx)
-        };
+        let acked = one_child_at_a_time(|| run_child(dir.path(), &c, iseed, epoch, &ctx));
         total_acks += acked.len();
         known.acked.extend(acked);
         check(dir.path(), &c, &mut known, epoch, &ctx);

@@ -52,7 +52,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Once};
 
-use common::{EIO, ENOSPC, with_deadline};
+use common::{EIO, ENOSPC, inner_file_methods, with_deadline};
 use hyperlog::fs::{Fault, FileSystem, Op, ReadableFile, SimFs, WritableFile};
 use hyperlog::{
     ContextOptions, DurabilityMode, Entry, Error, Log, LogFormat, LogLevel, Logger, Lsn, Message,
@@ -152,21 +152,7 @@ struct WrapFile {
 }
 
 impl WritableFile for WrapFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.inner.truncate(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn try_lock(&self) -> io::Result<bool> {
-        self.inner.try_lock()
-    }
+    inner_file_methods!(write, sync_data, truncate, len, try_lock);
     fn allocate(&mut self, len: u64) -> io::Result<bool> {
         match self.fs.check(XOp::Allocate) {
             None => self.inner.allocate(len),

@@ -13,6 +13,7 @@
 //!
 //! No test asserts on time taken; deadlines only turn a hang into a failure.
 
+mod common;
 #[path = "support/core_fs.rs"]
 mod core_fs;
 

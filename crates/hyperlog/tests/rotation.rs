@@ -2,8 +2,11 @@
 //! the entry that triggered a rotation is kept, pruning keeps the newest,
 //! and a sealed file left by a crash is compressed on the next open.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
+use common::std_fs_methods;
 use hyperlog::retention::{RetentionPolicy, parse_archive_name};
 use hyperlog::{ContextOptions, DurabilityMode, Logger, Message, ReadOptions};
 
@@ -567,34 +570,7 @@ fn an_empty_file_past_its_age_restarts_its_clocks_instead_of_archiving() {
 struct ListingMissesArchives;
 
 impl hyperlog::fs::FileSystem for ListingMissesArchives {
-    fn open_append(
-        &self,
-        path: &Path,
-        mode: u32,
-    ) -> std::io::Result<(Box<dyn hyperlog::fs::WritableFile>, bool)> {
-        hyperlog::fs::StdFs.open_append(path, mode)
-    }
-    fn open_read(&self, path: &Path) -> std::io::Result<Box<dyn hyperlog::fs::ReadableFile>> {
-        hyperlog::fs::StdFs.open_read(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        hyperlog::fs::StdFs.create_dir_all(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        hyperlog::fs::StdFs.sync_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        hyperlog::fs::StdFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        hyperlog::fs::StdFs.remove_file(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        hyperlog::fs::StdFs.exists(path)
-    }
-    fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
-        hyperlog::fs::StdFs.write_new(path, data, mode)
-    }
+    std_fs_methods!(basics, open_append, write_new);
     fn list_dir(&self, dir: &Path) -> std::io::Result<Vec<String>> {
         Ok(hyperlog::fs::StdFs
             .list_dir(dir)?
@@ -604,11 +580,9 @@ impl hyperlog::fs::FileSystem for ListingMissesArchives {
     }
 }
 
-#[test]
-/// Regression (fixed): Rotation::sealed_path names the sealed file from a directory listing, which misses an archive the archiver renames meanwhile, so a name is issued twice: Archives::seal then deleted the new sealed file as already archived (entries lost); with the exists() guard the rotation fails with AlreadyExists instead, reported at close.
-fn a_sealed_file_is_never_deleted_for_another_files_archive() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// Opens `app.log.json` in `d` through [`ListingMissesArchives`], rotating
+/// at every entry after the first.
+fn open_missing_archives(d: &Path) -> (Logger, hyperlog::Context) {
     let logger = Logger::new();
     let ctx = logger
         .context_with_blocking(
@@ -619,6 +593,24 @@ fn a_sealed_file_is_never_deleted_for_another_files_archive() {
                 .retention_policy(RetentionPolicy::new().max_size(1)),
         )
         .unwrap();
+    (logger, ctx)
+}
+
+/// Polls (with a deadline) until `done` holds: the archiver finished.
+fn wait_for_archiver(done: impl Fn() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < end, "hung: the archiver");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+/// Regression (fixed): Rotation::sealed_path names the sealed file from a directory listing, which misses an archive the archiver renames meanwhile, so a name is issued twice: Archives::seal then deleted the new sealed file as already archived (entries lost); with the exists() guard the rotation fails with AlreadyExists instead, reported at close.
+fn a_sealed_file_is_never_deleted_for_another_files_archive() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (logger, ctx) = open_missing_archives(d);
     // Each entry after the first seals the one before. Wait (polling, with
     // a deadline) for each archive to be complete before the next rotation,
     // so that the next sealed name is chosen from a listing that misses it;
@@ -626,11 +618,7 @@ fn a_sealed_file_is_never_deleted_for_another_files_archive() {
     let n = 20;
     for i in 0..n {
         ctx.log_blocking(Message::info(format!("e{i}"))).unwrap();
-        let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while !archives(d, "app.log", "json").is_empty() {
-            assert!(std::time::Instant::now() < end, "hung: the archiver");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        wait_for_archiver(|| archives(d, "app.log", "json").is_empty());
     }
     let closed = logger.close_blocking();
     let mut all: Vec<String> = archived_messages(d).concat();
@@ -651,19 +639,6 @@ fn a_sealed_file_is_never_deleted_for_another_files_archive() {
 fn a_rotation_after_reopening_never_reuses_the_name_of_an_archive_left_to_compress() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let open_missing = || {
-        let logger = Logger::new();
-        let ctx = logger
-            .context_with_blocking(
-                "app",
-                ContextOptions::new()
-                    .path(d.join("app.log.json"))
-                    .file_system(std::sync::Arc::new(ListingMissesArchives))
-                    .retention_policy(RetentionPolicy::new().max_size(1)),
-            )
-            .unwrap();
-        (logger, ctx)
-    };
     // What a crash leaves: a live file, and a sealed file of this second
     // that the archiver had not compressed yet.
     let (logger, ctx) = open(
@@ -691,12 +666,8 @@ fn a_rotation_after_reopening_never_reuses_the_name_of_an_archive_left_to_compre
 
     // Reopen: the archiver compresses the sealed file (its archive is
     // missed by listings from then on); then the next entry rotates.
-    let (logger, ctx) = open_missing();
-    let end = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while sealed.exists() {
-        assert!(std::time::Instant::now() < end, "hung: the archiver");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    let (logger, ctx) = open_missing_archives(d);
+    wait_for_archiver(|| !sealed.exists());
     ctx.log_blocking(Message::info("after")).unwrap();
     let closed = logger.close_blocking();
     let mut all: Vec<String> = archived_messages(d).concat();

@@ -58,33 +58,29 @@
 //! HYPERLOG_TRUNC_ITERATIONS=100 cargo test -p hyperlog --test truncate_crash -- --nocapture
 //! ```
 
+mod common;
+
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::crash::{
+    Ack, Child, ChildArgs, Key, PARENT, Payloads, Rec, WAIT, child_var, format_name, hash,
+    one_child_at_a_time, parse_ack, say, splitmix,
+};
+use common::std_fs_methods;
 use hyperlog::segments::{index_path, list_segments};
 use hyperlog::{
-    ContextOptions, DurabilityMode, Entry, LogFormat, LogLevel, Logger, Lsn, ReadOptions,
-    RetentionPolicy,
+    ContextOptions, DurabilityMode, LogFormat, Logger, Lsn, ReadOptions, RetentionPolicy,
 };
-use serde::{Deserialize, Serialize};
 
-const ENV_DIR: &str = "HYPERLOG_TRUNC_CHILD_DIR";
-const ENV_SEED: &str = "HYPERLOG_TRUNC_CHILD_SEED";
-const ENV_EPOCH: &str = "HYPERLOG_TRUNC_CHILD_EPOCH";
-const ENV_MODE: &str = "HYPERLOG_TRUNC_CHILD_MODE";
-const ENV_FORMAT: &str = "HYPERLOG_TRUNC_CHILD_FORMAT";
+/// The prefix of the environment variables of [`ChildArgs`].
+const ENV: &str = "HYPERLOG_TRUNC_CHILD_";
 const ENV_KEEP: &str = "HYPERLOG_TRUNC_CHILD_KEEP";
 
 const PRODUCERS: u32 = 4;
-/// The producer id of the entry the parent appends after each recovery.
-const PARENT: u32 = 999;
-/// How long the parent waits for a line of the child before calling it a hang.
-const WAIT: Duration = Duration::from_secs(30);
 /// Segments are sealed at this size: a few entries each.
 const MAX_SIZE: u64 = 2048;
 
@@ -112,66 +108,15 @@ impl Drop for Scratch {
     }
 }
 
-/// Children run one at a time: the machine is small.
-static CHILDREN: Mutex<()> = Mutex::new(());
-
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-struct Rec {
-    level: LogLevel,
-    message: Option<String>,
-    epoch: u32,
-    producer: u32,
-    seq: u64,
-    payload: String,
-}
-
-impl Entry for Rec {
-    fn level(&self) -> LogLevel {
-        self.level
-    }
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
-/// FNV-1a, 64-bit.
-fn hash(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// The payload of entry (epoch, producer, seq): 1 to 200 characters, some
-/// of them escaped in JSON.
-fn payload(seed: u64, epoch: u32, producer: u32, seq: u64) -> String {
-    let mut x = splitmix(seed ^ (u64::from(epoch) << 48) ^ (u64::from(producer) << 40) ^ seq);
-    let len = 1 + (x % 200) as usize;
-    const ALPHABET: [&str; 6] = ["\"", "\\", "é", "\n", "→", "0"];
-    let mut s = String::with_capacity(len * 2);
-    for _ in 0..len {
-        x = splitmix(x);
-        if x.is_multiple_of(5) {
-            s.push_str(ALPHABET[(x >> 8) as usize % ALPHABET.len()]);
-        } else {
-            s.push(char::from(b'a' + (x >> 16) as u8 % 26));
-        }
-    }
-    s
-}
+/// Payloads of 1 to 200 characters, some of them escaped in JSON.
+const PAYLOADS: Payloads = Payloads {
+    max_len: 200,
+    special: &["\"", "\\", "é", "\n", "→", "0"],
+    special_one_in: 5,
+};
 
 fn rec(seed: u64, epoch: u32, producer: u32, seq: u64) -> Rec {
-    Rec {
-        level: LogLevel::Info,
-        message: Some(format!("e{epoch} p{producer} s{seq}")),
-        epoch,
-        producer,
-        seq,
-        payload: payload(seed, epoch, producer, seq),
-    }
+    PAYLOADS.rec(seed, epoch, producer, seq)
 }
 
 fn log_path(dir: &Path, format: LogFormat) -> PathBuf {
@@ -212,41 +157,17 @@ fn opts(
     }
 }
 
-fn format_name(format: LogFormat) -> &'static str {
-    match format {
-        LogFormat::Binary => "binary",
-        _ => "json",
-    }
-}
-
-/// Writes one line to stdout, whole, or exits (the parent is gone).
-fn say(line: &str) {
-    let mut out = std::io::stdout().lock();
-    if out
-        .write_all(line.as_bytes())
-        .and_then(|()| out.flush())
-        .is_err()
-        || line.starts_with("ERR")
-    {
-        std::process::exit(3);
-    }
-}
-
 /// The child: logs from 4 threads and truncates from a fifth until killed.
 #[test]
 #[ignore = "child process of the truncate crash loop; run by it"]
 fn truncate_crash_child() {
-    let Ok(dir) = std::env::var(ENV_DIR) else {
+    let Some(args) = ChildArgs::from_env(ENV) else {
         return;
     };
-    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("child: {k} unset"));
-    let seed: u64 = var(ENV_SEED).parse().unwrap();
-    let epoch: u32 = var(ENV_EPOCH).parse().unwrap();
-    let mode: DurabilityMode = var(ENV_MODE).parse().unwrap();
-    let format: LogFormat = var(ENV_FORMAT).parse().unwrap();
-    let keep: Option<usize> = var(ENV_KEEP).parse().ok();
+    let (seed, epoch, mode, format) = (args.seed, args.epoch, args.mode, args.format);
+    let keep: Option<usize> = child_var(ENV_KEEP).parse().ok();
     let archive = mode == DurabilityMode::Flush;
-    let path = log_path(Path::new(&dir), format);
+    let path = log_path(&args.dir, format);
     let logger = Logger::new();
     let ctx = match logger.context_with_blocking("trunc", opts(&path, mode, format, keep)) {
         Ok(c) => c,
@@ -325,15 +246,6 @@ fn truncate_crash_child() {
         h.join().unwrap();
     }
 }
-
-/// One acknowledgement.
-#[derive(Debug, Clone, Copy)]
-struct Ack {
-    lsn: Lsn,
-    hash: u64,
-}
-
-type Key = (u32, u32, u64);
 
 enum Line {
     Ack(Key, Ack),
@@ -433,14 +345,8 @@ impl Combo {
 fn parse_line(body: &str) -> Option<Line> {
     let nums = |rest: &str| -> Vec<u64> { rest.split(' ').map(|x| x.parse().unwrap()).collect() };
     if let Some(rest) = body.strip_prefix("ACK ") {
-        let v = nums(rest);
-        Some(Line::Ack(
-            (v[0] as u32, v[1] as u32, v[2]),
-            Ack {
-                lsn: Lsn::new(v[3]),
-                hash: v[4],
-            },
-        ))
+        let (k, a) = parse_ack(rest);
+        Some(Line::Ack(k, a))
     } else if let Some(rest) = body.strip_prefix("TBEGIN ") {
         Some(Line::Begin(nums(rest)[0]))
     } else if let Some(rest) = body.strip_prefix("TRUNC ") {
@@ -468,46 +374,14 @@ fn run_child(dir: &Path, c: &Combo, seed: u64, epoch: u32, ctx: &str) -> ChildRe
     let n = 1 + ((r >> 8) % 400) as usize;
     let begins = 1 + ((r >> 8) % 25) as usize;
     let delay_us = (r >> 32) % 3000;
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "truncate_crash_child",
-            "--nocapture",
-            "--ignored",
-        ])
-        .env(ENV_DIR, dir)
-        .env(ENV_SEED, seed.to_string())
-        .env(ENV_EPOCH, epoch.to_string())
-        .env(ENV_MODE, format!("{:?}", c.mode))
-        .env(ENV_FORMAT, format_name(c.format))
-        .env(ENV_KEEP, c.keep.map_or(String::new(), |n| n.to_string()))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<Line>();
-    let reader = std::thread::spawn(move || {
-        let mut r = BufReader::new(stdout);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match r.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            // A line cut by the kill says nothing.
-            let Some(body) = line.strip_suffix('\n') else {
-                return;
-            };
-            if let Some(l) = parse_line(body)
-                && tx.send(l).is_err()
-            {
-                return;
-            }
-        }
-    });
+    let mut child = Child::spawn(
+        "truncate_crash_child",
+        |cmd| {
+            ChildArgs::new(dir, seed, epoch, c.mode, c.format).set_env(ENV, cmd);
+            cmd.env(ENV_KEEP, c.keep.map_or(String::new(), |n| n.to_string()));
+        },
+        parse_line,
+    );
     let mut rep = ChildReport::default();
     let reached = |rep: &ChildReport| match kind {
         0 => true,
@@ -515,25 +389,14 @@ fn run_child(dir: &Path, c: &Combo, seed: u64, epoch: u32, ctx: &str) -> ChildRe
         _ => rep.acked.len() >= n,
     };
     while !reached(&rep) {
-        match rx.recv_timeout(WAIT) {
-            Ok(line) => rep.take(line, ctx),
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "{ctx}: hung: the child acknowledged {} and began {} truncations in {WAIT:?}",
-                    rep.acked.len(),
-                    rep.begun.len()
-                );
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = child.wait().unwrap();
-                panic!(
-                    "{ctx}: the child exited after {} acknowledgements: {status}",
-                    rep.acked.len()
-                );
-            }
-        }
+        let line = child.next(ctx, rep.acked.len(), || {
+            format!(
+                "the child acknowledged {} and began {} truncations in {WAIT:?}",
+                rep.acked.len(),
+                rep.begun.len()
+            )
+        });
+        rep.take(line, ctx);
     }
     let delay = match kind {
         0 => Duration::from_micros(delay_us * 15),
@@ -541,14 +404,7 @@ fn run_child(dir: &Path, c: &Combo, seed: u64, epoch: u32, ctx: &str) -> ChildRe
         _ => Duration::from_micros(delay_us),
     };
     std::thread::sleep(delay);
-    child.kill().unwrap(); // SIGKILL
-    let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "{ctx}: the child was not killed: {status}"
-    );
-    reader.join().unwrap();
-    for line in rx.try_iter() {
+    for line in child.kill(ctx) {
         rep.take(line, ctx);
     }
     rep
@@ -794,22 +650,11 @@ fn check(dir: &Path, c: &Combo, known: &mut Known, counts: &mut Counts, epoch: u
 }
 
 fn iterations() -> u32 {
-    std::env::var("HYPERLOG_TRUNC_ITERATIONS")
-        .ok()
-        .map(|v| v.parse().expect("HYPERLOG_TRUNC_ITERATIONS: a number"))
-        .unwrap_or(6)
+    common::crash::iterations("HYPERLOG_TRUNC_ITERATIONS", 6)
 }
 
 fn run_seed() -> u64 {
-    match std::env::var("HYPERLOG_TRUNC_SEED") {
-        Ok(v) => v.parse().expect("HYPERLOG_TRUNC_SEED: a number"),
-        Err(_) => {
-            let t = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap();
-            splitmix(t.as_nanos() as u64 ^ u64::from(std::process::id()))
-        }
-    }
+    common::crash::run_seed("HYPERLOG_TRUNC_SEED")
 }
 
 fn truncate_crash_loop(mode: DurabilityMode, format: LogFormat, keep: Option<usize>) {
@@ -830,10 +675,7 @@ fn truncate_crash_loop(mode: DurabilityMode, format: LogFormat, keep: Option<usi
         let ctx = format!(
             "truncate crash loop {combo}, HYPERLOG_TRUNC_SEED={seed}, kill {epoch} (child seed {iseed})"
         );
-        let rep = {
-            let _one = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
-            run_child(dir.path(), &c, iseed, epoch, &ctx)
-        };
+        let rep = one_child_at_a_time(|| run_child(dir.path(), &c, iseed, epoch, &ctx));
         counts.kills += 1;
         counts.acks += rep.acked.len();
         counts.truncations += rep.done.len();
@@ -916,31 +758,7 @@ impl IndexGateFs {
 }
 
 impl hyperlog::fs::FileSystem for IndexGateFs {
-    fn open_append(
-        &self,
-        path: &Path,
-        mode: u32,
-    ) -> std::io::Result<(Box<dyn hyperlog::fs::WritableFile>, bool)> {
-        hyperlog::fs::StdFs.open_append(path, mode)
-    }
-    fn open_read(&self, path: &Path) -> std::io::Result<Box<dyn hyperlog::fs::ReadableFile>> {
-        hyperlog::fs::StdFs.open_read(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> std::io::Result<()> {
-        hyperlog::fs::StdFs.create_dir_all(path)
-    }
-    fn sync_dir(&self, path: &Path) -> std::io::Result<()> {
-        hyperlog::fs::StdFs.sync_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        hyperlog::fs::StdFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> std::io::Result<()> {
-        hyperlog::fs::StdFs.remove_file(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        hyperlog::fs::StdFs.exists(path)
-    }
+    std_fs_methods!(basics, open_append);
     fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
         if path.extension().is_some_and(|e| e == "idx") {
             let (m, cv) = &*self.gate;
@@ -1337,10 +1155,7 @@ fn archive_crash_loop(format: LogFormat, keep: Option<usize>) {
         let ctx = format!(
             "archive crash loop {combo}, HYPERLOG_TRUNC_SEED={seed}, kill {epoch} (child seed {iseed})"
         );
-        let rep = {
-            let _one = CHILDREN.lock().unwrap_or_else(|p| p.into_inner());
-            run_child(dir.path(), &c, iseed, epoch, &ctx)
-        };
+        let rep = one_child_at_a_time(|| run_child(dir.path(), &c, iseed, epoch, &ctx));
         counts.kills += 1;
         counts.acks += rep.acked.len();
         known.acked.extend(rep.acked);

@@ -1,9 +1,12 @@
 //! Test support shared by the integration tests: a fault-injecting file
 //! system over the real disk, an in-memory read-only file system for
-//! exhaustive damage loops, and a deadline runner.
+//! exhaustive damage loops, and a deadline runner; in [`crash`], the
+//! child-process harness of the crash loops.
 //!
 //! Not every test binary uses every helper.
 #![allow(dead_code)]
+
+pub mod crash;
 
 use std::collections::HashMap;
 use std::io;
@@ -14,6 +17,120 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hyperlog::fs::{FileSystem, ReadableFile, StdFs, WritableFile};
+
+/// Inside an `impl FileSystem`: the named methods, each passed on unchanged
+/// to the real disk ([`StdFs`]), so that a wrapper spells out only what it
+/// changes. `basics` names the six every wrapper here passes on
+/// (`open_read`, `create_dir_all`, `sync_dir`, `rename`, `remove_file`,
+/// `exists`): `std_fs_methods!(basics, write_new);`
+macro_rules! std_fs_methods {
+    ($($method:ident),+ $(,)?) => {
+        $($crate::common::std_fs_methods!(@ $method);)+
+    };
+    (@ basics) => {
+        $crate::common::std_fs_methods!(
+            open_read,
+            create_dir_all,
+            sync_dir,
+            rename,
+            remove_file,
+            exists
+        );
+    };
+    (@ open_append) => {
+        fn open_append(
+            &self,
+            path: &::std::path::Path,
+            mode: u32,
+        ) -> ::std::io::Result<(Box<dyn ::hyperlog::fs::WritableFile>, bool)> {
+            ::hyperlog::fs::FileSystem::open_append(&::hyperlog::fs::StdFs, path, mode)
+        }
+    };
+    (@ open_read) => {
+        fn open_read(
+            &self,
+            path: &::std::path::Path,
+        ) -> ::std::io::Result<Box<dyn ::hyperlog::fs::ReadableFile>> {
+            ::hyperlog::fs::FileSystem::open_read(&::hyperlog::fs::StdFs, path)
+        }
+    };
+    (@ create_dir_all) => {
+        fn create_dir_all(&self, path: &::std::path::Path) -> ::std::io::Result<()> {
+            ::hyperlog::fs::FileSystem::create_dir_all(&::hyperlog::fs::StdFs, path)
+        }
+    };
+    (@ sync_dir) => {
+        fn sync_dir(&self, path: &::std::path::Path) -> ::std::io::Result<()> {
+            ::hyperlog::fs::FileSystem::sync_dir(&::hyperlog::fs::StdFs, path)
+        }
+    };
+    (@ rename) => {
+        fn rename(&self, from: &::std::path::Path, to: &::std::path::Path) -> ::std::io::Result<()> {
+            ::hyperlog::fs::FileSystem::rename(&::hyperlog::fs::StdFs, from, to)
+        }
+    };
+    (@ remove_file) => {
+        fn remove_file(&self, path: &::std::path::Path) -> ::std::io::Result<()> {
+            ::hyperlog::fs::FileSystem::remove_file(&::hyperlog::fs::StdFs, path)
+        }
+    };
+    (@ exists) => {
+        fn exists(&self, path: &::std::path::Path) -> bool {
+            ::hyperlog::fs::FileSystem::exists(&::hyperlog::fs::StdFs, path)
+        }
+    };
+    (@ write_new) => {
+        fn write_new(
+            &self,
+            path: &::std::path::Path,
+            data: &[u8],
+            mode: u32,
+        ) -> ::std::io::Result<()> {
+            ::hyperlog::fs::FileSystem::write_new(&::hyperlog::fs::StdFs, path, data, mode)
+        }
+    };
+}
+pub(crate) use std_fs_methods;
+
+/// Inside an `impl WritableFile` for a wrapper whose wrapped file is its
+/// field `inner`: the named methods, each passed on unchanged to `inner`.
+/// `inner_file_methods!(len, try_lock);`
+macro_rules! inner_file_methods {
+    ($($method:ident),+ $(,)?) => {
+        $($crate::common::inner_file_methods!(@ $method);)+
+    };
+    (@ write) => {
+        fn write(&mut self, buf: &[u8]) -> ::std::io::Result<usize> {
+            ::hyperlog::fs::WritableFile::write(&mut *self.inner, buf)
+        }
+    };
+    (@ sync_data) => {
+        fn sync_data(&mut self) -> ::std::io::Result<()> {
+            ::hyperlog::fs::WritableFile::sync_data(&mut *self.inner)
+        }
+    };
+    (@ truncate) => {
+        fn truncate(&mut self, len: u64) -> ::std::io::Result<()> {
+            ::hyperlog::fs::WritableFile::truncate(&mut *self.inner, len)
+        }
+    };
+    (@ len) => {
+        fn len(&self) -> ::std::io::Result<u64> {
+            ::hyperlog::fs::WritableFile::len(&*self.inner)
+        }
+    };
+    (@ try_lock) => {
+        fn try_lock(&self) -> ::std::io::Result<bool> {
+            ::hyperlog::fs::WritableFile::try_lock(&*self.inner)
+        }
+    };
+    (@ allocate) => {
+        fn allocate(&mut self, len: u64) -> ::std::io::Result<bool> {
+            ::hyperlog::fs::WritableFile::allocate(&mut *self.inner, len)
+        }
+    };
+}
+pub(crate) use inner_file_methods;
 
 /// `EIO`.
 pub const EIO: i32 = 5;
@@ -345,17 +462,7 @@ impl WritableFile for FaultFile {
         Ok(())
     }
 
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-
-    fn try_lock(&self) -> io::Result<bool> {
-        self.inner.try_lock()
-    }
-
-    fn allocate(&mut self, len: u64) -> io::Result<bool> {
-        self.inner.allocate(len)
-    }
+    inner_file_methods!(len, try_lock, allocate);
 }
 
 impl FileSystem for FaultFs {
@@ -372,27 +479,7 @@ impl FileSystem for FaultFs {
             created,
         ))
     }
-    fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>> {
-        StdFs.open_read(path)
-    }
-    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        StdFs.create_dir_all(path)
-    }
-    fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        StdFs.sync_dir(path)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        StdFs.rename(from, to)
-    }
-    fn remove_file(&self, path: &Path) -> io::Result<()> {
-        StdFs.remove_file(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        StdFs.exists(path)
-    }
-    fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-        StdFs.write_new(path, data, mode)
-    }
+    std_fs_methods!(basics, write_new);
 }
 
 /// A read-only in-memory file system: files are put in whole and read

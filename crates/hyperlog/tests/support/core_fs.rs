@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use hyperlog::fs::{FileSystem, ReadableFile, StdFs, WritableFile};
+use crate::common::{inner_file_methods, std_fs_methods};
+use hyperlog::fs::{FileSystem, StdFs, WritableFile};
 
 /// How long a write waits at a closed gate before it gives up and goes on,
 /// so that a failing test ends instead of hanging.
@@ -103,21 +104,7 @@ impl WritableFile for Wrapped {
         }
         self.inner.write(buf)
     }
-    fn sync_data(&mut self) -> io::Result<()> {
-        self.inner.sync_data()
-    }
-    fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.inner.truncate(len)
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn try_lock(&self) -> io::Result<bool> {
-        self.inner.try_lock()
-    }
-    fn allocate(&mut self, len: u64) -> io::Result<bool> {
-        self.inner.allocate(len)
-    }
+    inner_file_methods!(sync_data, truncate, len, try_lock, allocate);
 }
 
 fn open_wrapped(path: &Path, mode: u32, hook: Hook) -> io::Result<(Box<dyn WritableFile>, bool)> {
@@ -125,37 +112,11 @@ fn open_wrapped(path: &Path, mode: u32, hook: Hook) -> io::Result<(Box<dyn Writa
     Ok((Box::new(Wrapped { inner, hook }), created))
 }
 
-macro_rules! delegate_rest {
-    () => {
-        fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>> {
-            StdFs.open_read(path)
-        }
-        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-            StdFs.create_dir_all(path)
-        }
-        fn sync_dir(&self, path: &Path) -> io::Result<()> {
-            StdFs.sync_dir(path)
-        }
-        fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-            StdFs.rename(from, to)
-        }
-        fn remove_file(&self, path: &Path) -> io::Result<()> {
-            StdFs.remove_file(path)
-        }
-        fn exists(&self, path: &Path) -> bool {
-            StdFs.exists(path)
-        }
-        fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()> {
-            StdFs.write_new(path, data, mode)
-        }
-    };
-}
-
 impl FileSystem for GateFs {
     fn open_append(&self, path: &Path, mode: u32) -> io::Result<(Box<dyn WritableFile>, bool)> {
         open_wrapped(path, mode, Hook::Gate(self.gate.clone()))
     }
-    delegate_rest!();
+    std_fs_methods!(basics, write_new);
 }
 
 impl FileSystem for FailFs {
@@ -166,5 +127,5 @@ impl FileSystem for FailFs {
             Hook::Fail(self.fail.clone(), self.failures.clone()),
         )
     }
-    delegate_rest!();
+    std_fs_methods!(basics, write_new);
 }
