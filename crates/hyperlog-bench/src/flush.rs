@@ -31,8 +31,12 @@ enum Kind {
     },
     /// hyperlog with tokio tasks as producers (awaiting `Context::log`).
     HyperlogTasks,
+    /// hyperlog in `None` mode (returns once queued).
+    HyperlogNone,
     TracingNonBlocking,
     TracingDirect,
+    /// slog-async + slog-json.
+    Slog,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +53,8 @@ impl Variant {
             Kind::HyperlogTasks => "hyperlog Flush JSON, tokio tasks",
             Kind::TracingNonBlocking => "tracing JSON via tracing-appender non_blocking",
             Kind::TracingDirect => "tracing JSON direct to File",
+            Kind::HyperlogNone => "hyperlog None JSON",
+            Kind::Slog => "slog-json via slog-async",
         }
     }
 
@@ -59,12 +65,28 @@ impl Variant {
     fn guarantee(&self) -> &'static str {
         match self.kind {
             Kind::Hyperlog { .. } | Kind::HyperlogTasks | Kind::TracingDirect => "write(2) done",
-            Kind::TracingNonBlocking => "queued (drain timed)",
+            Kind::TracingNonBlocking | Kind::HyperlogNone | Kind::Slog => "queued (drain timed)",
         }
     }
 }
 
-const VARIANTS: [Variant; 8] = [
+const VARIANTS: [Variant; 12] = [
+    Variant {
+        kind: Kind::HyperlogNone,
+        threads: 1,
+    },
+    Variant {
+        kind: Kind::Slog,
+        threads: 1,
+    },
+    Variant {
+        kind: Kind::HyperlogNone,
+        threads: 64,
+    },
+    Variant {
+        kind: Kind::Slog,
+        threads: 64,
+    },
     Variant {
         kind: Kind::Hyperlog { lsn: false },
         threads: 1,
@@ -133,6 +155,16 @@ fn run_one(s: &Settings, dir: &Path, v: Variant, text: &str) -> Result<Sample, S
             let mut p = TracingDirect::new(&path)?;
             drive(&mut p, v.threads, s.run, text, false)?
         }
+        Kind::HyperlogNone => {
+            let mut p = Hyperlog::file(&path, DurabilityMode::None, LogFormat::Json, false)?;
+            let d = drive(&mut p, v.threads, s.run, text, false)?;
+            p.close()?;
+            d
+        }
+        Kind::Slog => {
+            let mut p = crate::peers::Slog::new(&path)?;
+            drive(&mut p, v.threads, s.run, text, false)?
+        }
     };
     let file_bytes = std::fs::metadata(&path)
         .map_err(|e| format!("stat {}: {e}", path.display()))?
@@ -142,6 +174,11 @@ fn run_one(s: &Settings, dir: &Path, v: Variant, text: &str) -> Result<Sample, S
         drive: d,
         file_bytes,
     })
+}
+
+/// How many timed runs [`run`] will make with these settings.
+pub fn planned_runs(s: &Settings) -> u64 {
+    (VARIANTS.iter().filter(|v| s.selected(&v.key())).count() * s.rounds) as u64
 }
 
 /// Runs the scenario; progress goes to stderr.
@@ -157,14 +194,15 @@ pub fn run(s: &Settings) -> Result<Section, String> {
                 continue;
             }
             let sample = run_one(s, dir.path(), v, &text)?;
-            eprintln!(
-                "flush round {}/{}: {:<48} {:>3} thr  {:>12} entries/s",
+            crate::progress::done(format!(
+                "flush round {}/{}: {:<48} {:>3} thr  {:>12} entries/s  {:>8} ns/call",
                 round + 1,
                 s.rounds,
                 v.label(),
                 v.threads,
-                rate(sample.drive.rate())
-            );
+                rate(sample.drive.rate()),
+                num(sample.drive.ns_per_call(v.threads)),
+            ));
             samples[i].push(sample);
         }
     }
@@ -179,8 +217,10 @@ pub fn run(s: &Settings) -> Result<Section, String> {
         "returns when",
         "entries/s (median)",
         "min..max",
+        "ns / call (producer side)",
         "CPU s / M entries",
         "bytes / entry",
+        "peak RSS MiB (+growth)",
     ]);
     let mut data = Vec::new();
     for (i, v) in VARIANTS.iter().enumerate() {
@@ -196,14 +236,24 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             v.guarantee().into(),
             rate(rate_of(i)),
             format!("{}..{}", rate(lo), rate(hi)),
+            num(med(i, &|x| x.drive.ns_per_call(v.threads))),
             num(med(i, &|x| x.drive.cpu_per_million())),
             num(med(i, &|x| x.drive.bytes_per_entry(x.file_bytes))),
+            format!(
+                "{} (+{})",
+                num(med(i, &|x| x.drive.peak_rss as f64 / 1048576.0)),
+                num(med(i, &|x| x.drive.peak_growth_mib()))
+            ),
         ]);
         data.push(json!({
             "logger": v.label(),
             "threads": v.threads,
             "returns_when": v.guarantee(),
             "entries_per_s_median": rate_of(i),
+            "ns_per_call_median": med(i, &|x| x.drive.ns_per_call(v.threads)),
+            "cpu_s_per_million_median": med(i, &|x| x.drive.cpu_per_million()),
+            "peak_rss_mib_median": med(i, &|x| x.drive.peak_rss as f64 / 1048576.0),
+            "peak_rss_growth_mib_median": med(i, &|x| x.drive.peak_growth_mib()),
             "runs": samples[i].iter().map(|x| json!({
                 "entries": x.drive.entries,
                 "secs": x.drive.elapsed.as_secs_f64(),
@@ -220,11 +270,25 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             .position(|v| v.kind == kind && v.threads == threads)
             .unwrap_or(0)
     };
+    let call_of = |i: usize| med(i, &|x| x.drive.ns_per_call(VARIANTS[i].threads));
     let h = |t| idx(Kind::Hyperlog { lsn: false }, t);
     let nb = |t| idx(Kind::TracingNonBlocking, t);
     let direct = |t| idx(Kind::TracingDirect, t);
     let mut ratios = Vec::new();
+    let none1 = idx(Kind::HyperlogNone, 1);
+    ratios.push(Ratio {
+        what: "hyperlog None / tracing non_blocking, 1 thread: time per call".into(),
+        value: ratio(call_of(none1), call_of(nb(1))),
+    });
+    ratios.push(Ratio {
+        what: "hyperlog None / slog-async, 1 thread: time per call".into(),
+        value: ratio(call_of(none1), call_of(idx(Kind::Slog, 1))),
+    });
     for t in [1, 64] {
+        ratios.push(Ratio {
+            what: format!("hyperlog Flush / slog-async, {t} thread(s)"),
+            value: ratio(rate_of(h(t)), rate_of(idx(Kind::Slog, t))),
+        });
         ratios.push(Ratio {
             what: format!("hyperlog Flush / tracing non_blocking, {t} thread(s)"),
             value: ratio(rate_of(h(t)), rate_of(nb(t))),
@@ -254,7 +318,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
     ratios.retain(|r| r.value.is_finite() && r.value > 0.0);
     Ok(Section {
         name: "flush".into(),
-        title: "Data plane: Flush mode vs tracing (JSON file, 100-byte messages)".into(),
+        title: "Data plane: None/Flush mode vs tracing and slog (JSON file, 100-byte messages)".into(),
         notes: vec![
             format!(
                 "{} round(s) of {:.1} s per variant, interleaved (each round starts one variant later); figures are medians over rounds.",
@@ -264,6 +328,9 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             "Producers are OS threads calling `Context::log_blocking(Message::info(text))` or `tracing::info!(\"{}\", text)` in a loop.".into(),
             "tracing non_blocking is lossless (`lossy(false)`) with its default 128,000-line queue; its clock runs until every line is in the file.".into(),
             "tracing lines carry timestamp, level, message, file, line and thread id, like hyperlog's envelope.".into(),
+            "slog: `slog::info!(logger, \"{}\", text)` into `slog_async::Async` (lossless: `OverflowStrategy::Block`, default 128-record channel) over `slog_json::Json::new(LineWriter<File>).add_default_keys()` (ts, level, msg: fewer fields than the others, see bytes / entry); its clock runs until the async thread has been joined.".into(),
+            "hyperlog None returns once the entry is queued; its clock runs until `flush` has written the queue out. ns / call is the producers' own time in the calls (wall time of the producing window x threads / entries): the per-call cost for one thread.".into(),
+            "Peak RSS: all runs share this process; the high-water mark is reset before each run (`/proc/self/clear_refs`), so it is the process's peak during the run; the growth is over the RSS just before it.".into(),
             "CPU is the whole process (getrusage RUSAGE_SELF, user + system), writer threads included.".into(),
         ],
         table,

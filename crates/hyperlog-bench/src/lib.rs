@@ -1,16 +1,20 @@
 //! # hyperlog-bench
 //!
 //! Benchmarks for hyperlog, side by side with what users would otherwise
-//! pick (`tracing` with its JSON formatter, through `tracing-appender` or
-//! straight to a file).
+//! pick: for the data plane, `tracing` with its JSON formatter (through
+//! `tracing-appender` or straight to a file) and `slog` (`slog-async` +
+//! `slog-json`); for the durable log, `okaywal`, `raft-engine` and a bare
+//! `write` + `fdatasync` loop; for recovery, the same two WALs; and, when
+//! `python3` can import it, the Python reference `hyperscale.logging`.
 //!
 //! Two programs share this library:
 //!
 //! - the criterion bench `benches/logger.rs` (per-call cost of one log call):
 //!   `cargo bench -p hyperlog-bench --bench logger`;
 //! - the harness `src/main.rs` (throughput, acknowledgement latency, syncs,
-//!   CPU and read-back figures): `cargo run --release -p hyperlog-bench --
-//!   <flush|durable|readback|all> [--quick]`.
+//!   CPU, memory, read-back and recovery figures, PNG charts):
+//!   `cargo run --release -p hyperlog-bench --
+//!   <flush|durable|readback|retention|python|all> [--quick] [--out-dir DIR]`.
 //!
 //! Every comparison runs in one process, interleaved round by round, so that
 //! the ratios it prints stay meaningful on a small, noisy machine even when
@@ -19,14 +23,18 @@
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
 
+pub mod charts;
 pub mod durable;
 pub mod flush;
 pub mod measure;
 pub mod payload;
 pub mod peers;
+pub mod progress;
+pub mod python;
 pub mod readback;
 pub mod report;
 pub mod retention;
+pub mod wal_peers;
 
 /// How long and how often each timed run goes, shared by every scenario.
 #[derive(Debug, Clone)]

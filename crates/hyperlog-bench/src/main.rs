@@ -1,9 +1,10 @@
 //! The benchmark harness: `cargo run --release -p hyperlog-bench --
-//! <flush|durable|readback|all> [--quick]`.
+//! <flush|durable|readback|retention|python|all> [--quick]`.
 //!
 //! Every scenario prints a Markdown table to stdout (progress goes to
-//! stderr). `all` runs the three and also writes `bench-results.json` and
-//! `bench-results.md` into the target directory. See the crate docs of
+//! stderr). `all` runs them all and also writes `bench-results.json`,
+//! `bench-results.md` and the PNG charts into the target directory (or
+//! `--out-dir`). See the crate docs of
 //! `hyperlog_bench` and each scenario module for what is measured.
 
 use std::path::{Path, PathBuf};
@@ -12,20 +13,24 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use hyperlog_bench::report::Section;
-use hyperlog_bench::{Settings, durable, flush, measure, readback, retention};
+use hyperlog_bench::{
+    Settings, charts, durable, flush, measure, progress, python, readback, retention,
+};
 use serde_json::json;
 
-/// Benchmarks for hyperlog, side by side with tracing.
+/// Benchmarks for hyperlog, side by side with tracing, slog, okaywal and
+/// raft-engine.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
     /// What to run.
     #[arg(value_enum)]
     scenario: Scenario,
-    /// A smoke run: 0.5 s per timed run, one round, a 100 MB read-back log.
+    /// A smoke run: 0.5 s per timed run, one round, a 100 MB read-back log
+    /// (under 2 minutes for `all`).
     #[arg(long)]
     quick: bool,
-    /// Seconds per timed run (default 3, or 0.5 with --quick).
+    /// Seconds per timed run (default 2, or 0.5 with --quick).
     #[arg(long)]
     secs: Option<f64>,
     /// Rounds of every interleaved comparison (default 3, or 1 with --quick).
@@ -42,10 +47,14 @@ struct Cli {
     /// should be on the local disk, not tmpfs.
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Where `all` writes bench-results.{json,md} (default: the target
-    /// directory).
+    /// Where `all` writes bench-results.{json,md} and the PNG charts
+    /// (default: the target directory).
     #[arg(long)]
     out_dir: Option<PathBuf>,
+    /// The Python interpreter for the hyperscale.logging reference (run by
+    /// `all` and `python` only if it can import hyperscale.logging).
+    #[arg(long, default_value = "python3")]
+    python: String,
 }
 
 /// The scenarios.
@@ -59,7 +68,9 @@ enum Scenario {
     Readback,
     /// Rotation stalls, WAL open time vs segments, from_lsn seek time.
     Retention,
-    /// All of the above, plus bench-results.{json,md}.
+    /// The Python reference (hyperscale.logging), if importable.
+    Python,
+    /// All of the above, plus bench-results.{json,md} and the charts.
     All,
 }
 
@@ -118,7 +129,7 @@ fn machine() -> serde_json::Value {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let secs = cli.secs.unwrap_or(if cli.quick { 0.5 } else { 3.0 });
+    let secs = cli.secs.unwrap_or(if cli.quick { 0.5 } else { 2.0 });
     if !(secs.is_finite() && secs > 0.0) {
         eprintln!("--secs must be a positive number of seconds");
         return ExitCode::from(2);
@@ -163,6 +174,7 @@ fn main() -> ExitCode {
         Scenario::Durable => vec![("durable", durable::run)],
         Scenario::Readback => vec![("readback", readback::run)],
         Scenario::Retention => vec![("retention", retention::run)],
+        Scenario::Python => vec![],
         Scenario::All => vec![
             ("flush", flush::run),
             ("durable", durable::run),
@@ -170,22 +182,70 @@ fn main() -> ExitCode {
             ("retention", retention::run),
         ],
     };
+    let planned: u64 = scenarios
+        .iter()
+        .map(|(name, _)| match *name {
+            "flush" => flush::planned_runs(&settings),
+            "durable" => durable::planned_runs(&settings),
+            "readback" => readback::planned_runs(&settings),
+            _ => retention::planned_runs(&settings),
+        })
+        .sum::<u64>()
+        + if matches!(cli.scenario, Scenario::All | Scenario::Python) {
+            python::planned_runs(&settings, &cli.python)
+        } else {
+            0
+        };
+    let wall = std::time::Instant::now();
+    progress::start(planned);
     let mut sections = Vec::new();
     for (name, run) in scenarios {
+        progress::message(name);
         match run(&settings) {
             Ok(section) => {
-                println!("{}", section.to_markdown());
+                progress::line(format!("scenario {name}: done"));
                 sections.push(section);
             }
             Err(e) => {
+                progress::finish();
                 eprintln!("scenario {name} failed: {e}");
                 return ExitCode::FAILURE;
             }
         }
     }
+    let mut python_status = String::from("not run");
+    if matches!(cli.scenario, Scenario::All | Scenario::Python) {
+        progress::message("python");
+        match python::run(&settings, &cli.python) {
+            Ok(Some(section)) => {
+                python_status = "run".into();
+                sections.push(section);
+            }
+            Ok(None) => python_status = "skipped: hyperscale not importable".into(),
+            Err(e) => python_status = format!("failed: {e}"),
+        }
+    }
+    progress::finish();
+    for s in &sections {
+        println!("{}", s.to_markdown());
+    }
+    eprintln!("python reference (hyperscale.logging): {python_status}");
+    meta["python_reference"] = json!(python_status);
+    meta["wall_secs"] = json!(wall.elapsed().as_secs_f64());
+    eprintln!("wall time: {:.1} s", wall.elapsed().as_secs_f64());
 
     if cli.scenario == Scenario::All {
         let out_dir = cli.out_dir.clone().unwrap_or_else(target_dir);
+        let charts = match charts::write_all(&sections, &out_dir) {
+            Ok(files) => files,
+            Err(e) => {
+                eprintln!("charts: {e}");
+                Vec::new()
+            }
+        };
+        for c in &charts {
+            eprintln!("wrote {}", c.display());
+        }
         let mut md = String::from("# hyperlog benchmark results\n\n");
         md.push_str(&format!(
             "Machine: {} ({} cores), Linux {}, commit {}, {}; scratch files on {} ({}); {} round(s) of {} s per run{}.\n\n",
@@ -200,6 +260,17 @@ fn main() -> ExitCode {
             secs,
             if cli.quick { ", --quick" } else { "" },
         ));
+        md.push_str(&format!(
+            "Wall time {:.0} s. Python reference (`hyperscale.logging`): {}.\n\n",
+            meta["wall_secs"].as_f64().unwrap_or(0.0),
+            meta["python_reference"].as_str().unwrap_or("?")
+        ));
+        for c in &charts {
+            if let Some(n) = c.file_name() {
+                md.push_str(&format!("![{0}]({0})\n", n.to_string_lossy()));
+            }
+        }
+        md.push('\n');
         for s in &sections {
             md.push_str(&s.to_markdown());
             md.push('\n');

@@ -46,6 +46,20 @@ pub struct Drive {
     pub cpu: Duration,
     /// Per-call acknowledgement latency in nanoseconds, when asked for.
     pub latency: Option<Histogram<u64>>,
+    /// From the start of the producers until the last one stopped (without
+    /// [`Producer::finish`]): the time spent inside the calls.
+    pub producing: Duration,
+    /// Peak resident set size of the process during the run (VmHWM, reset
+    /// just before the run via `/proc/self/clear_refs`), bytes; 0 if
+    /// unknown.
+    pub peak_rss: u64,
+    /// Resident set size just before the run, bytes (the harness and every
+    /// earlier allocation still held); `peak_rss - rss_before` is the run's
+    /// own growth.
+    pub rss_before: u64,
+    /// Bytes handed to `write`-family system calls by the whole process
+    /// during the run (`wchar` of `/proc/self/io`).
+    pub wchar: u64,
 }
 
 impl Drive {
@@ -57,6 +71,22 @@ impl Drive {
     /// CPU seconds spent per million entries.
     pub fn cpu_per_million(&self) -> f64 {
         self.cpu.as_secs_f64() * 1e6 / (self.entries.max(1) as f64)
+    }
+
+    /// Wall time per call of one producer: time producing times producers
+    /// over entries, in nanoseconds (meaningful for one producer).
+    pub fn ns_per_call(&self, producers: usize) -> f64 {
+        self.producing.as_secs_f64() * 1e9 * producers as f64 / (self.entries.max(1) as f64)
+    }
+
+    /// Peak RSS growth over the run, in MiB.
+    pub fn peak_growth_mib(&self) -> f64 {
+        self.peak_rss.saturating_sub(self.rss_before) as f64 / (1024.0 * 1024.0)
+    }
+
+    /// Bytes passed to `write(2)`/`pwrite(2)` per entry.
+    pub fn wchar_per_entry(&self) -> f64 {
+        self.wchar as f64 / self.written.max(1) as f64
     }
 
     /// A file's size divided by the entries written into it.
@@ -104,6 +134,8 @@ pub fn drive<P: Producer>(
     producer.scoped(&mut || warmup = producer.log_one(text));
     warmup.map_err(|e| format!("warm-up entry: {e}"))?;
     let shared: &P = producer;
+    let mut producing = Duration::ZERO;
+    let mem0 = MemStart::now();
     let (start, cpu0) = std::thread::scope(|s| {
         let mut handles = Vec::with_capacity(threads);
         for _ in 0..threads {
@@ -162,6 +194,7 @@ pub fn drive<P: Producer>(
                 }
             }
         }
+        producing = start.elapsed();
         (start, cpu0)
     });
     if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
@@ -170,12 +203,17 @@ pub fn drive<P: Producer>(
     producer.finish(total + 1)?;
     let elapsed = start.elapsed();
     let cpu = cpu_time().saturating_sub(cpu0);
+    let (peak_rss, rss_before, wchar) = mem0.end();
     Ok(Drive {
         entries: total,
         written: total + 1,
         elapsed,
         cpu,
         latency: merged.into_inner().unwrap_or_else(|p| p.into_inner()),
+        producing,
+        peak_rss,
+        rss_before,
+        wchar,
     })
 }
 
@@ -197,6 +235,7 @@ pub fn drive_tasks(
     ctx.log_blocking(hyperlog::Message::info(text))
         .map_err(|e| format!("warm-up entry: {e}"))?;
     let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let mem0 = MemStart::now();
     let cpu0 = cpu_time();
     let start = Instant::now();
     let results: Vec<Result<(u64, Histogram<u64>), String>> = rt.block_on(async {
@@ -231,6 +270,7 @@ pub fn drive_tasks(
     });
     let elapsed = start.elapsed();
     let cpu = cpu_time().saturating_sub(cpu0);
+    let (peak_rss, rss_before, wchar) = mem0.end();
     let mut merged = latency_histogram();
     let mut total = 0;
     for r in results {
@@ -244,7 +284,65 @@ pub fn drive_tasks(
         elapsed,
         cpu,
         latency: Some(merged),
+        producing: elapsed,
+        peak_rss,
+        rss_before,
+        wchar,
     })
+}
+
+/// Memory and I/O counters at the start of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct MemStart {
+    rss: u64,
+    wchar: u64,
+}
+
+impl MemStart {
+    /// Resets the process's peak RSS to its current RSS (`echo 5 >
+    /// /proc/self/clear_refs`, Linux 4.0+) and notes RSS and `wchar`.
+    pub fn now() -> Self {
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        MemStart {
+            rss: status_kib("VmRSS:") * 1024,
+            wchar: io_counter("wchar:"),
+        }
+    }
+
+    /// Peak RSS since [`MemStart::now`], the RSS then, and the bytes written
+    /// since (`wchar`).
+    pub fn end(&self) -> (u64, u64, u64) {
+        (
+            status_kib("VmHWM:") * 1024,
+            self.rss,
+            io_counter("wchar:").saturating_sub(self.wchar),
+        )
+    }
+}
+
+/// A `kB` field of `/proc/self/status`; 0 if unknown.
+pub fn status_kib(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn io_counter(field: &str) -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with(field))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
 }
 
 /// User plus system CPU time consumed so far by every thread of this process

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::measure::{cpu_time, median};
 use crate::peers::Hyperlog;
-use crate::report::{Section, Table, num, rate};
+use crate::report::{Ratio, Section, Table, num, rate, ratio};
 use crate::{Settings, payload};
 
 /// The message size of the entries written.
@@ -150,6 +150,84 @@ fn scan_pass(path: &Path, expect: u64) -> Result<Pass, String> {
     })
 }
 
+/// How many progress steps [`run`] counts.
+pub fn planned_runs(s: &Settings) -> u64 {
+    // Two hyperlog logs and two peer logs written, then per round two read
+    // passes and three recoveries.
+    (4 + 6 * s.rounds) as u64
+}
+
+/// Reads every file under `dir` once (page cache warm-up).
+fn warm_dir(dir: &Path) -> Result<u64, String> {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).map_err(|e| format!("read_dir {}: {e}", dir.display()))? {
+        let p = e.map_err(|e| e.to_string())?.path();
+        if p.is_file() {
+            warm(&p)?;
+            total += std::fs::metadata(&p).map_or(0, |m| m.len());
+        }
+    }
+    Ok(total)
+}
+
+/// One timed recovery: open the log with its owner's API and read every
+/// entry back.
+#[derive(Debug, Clone, Copy)]
+struct Recovery {
+    entries: u64,
+    elapsed: Duration,
+    cpu: Duration,
+    peak_rss: u64,
+    rss_before: u64,
+}
+
+fn timed_recovery(f: impl FnOnce() -> Result<u64, String>) -> Result<Recovery, String> {
+    let mem = crate::measure::MemStart::now();
+    let cpu0 = cpu_time();
+    let start = Instant::now();
+    let entries = f()?;
+    let elapsed = start.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu0);
+    let (peak_rss, rss_before, _) = mem.end();
+    Ok(Recovery {
+        entries,
+        elapsed,
+        cpu,
+        peak_rss,
+        rss_before,
+    })
+}
+
+/// hyperlog's recovery: open the WAL context (its recovery scan: framing,
+/// CRC-32, last LSN), read every entry back with `read_entries_blocking`,
+/// close.
+fn hyperlog_recover(path: &Path, decode: bool) -> Result<u64, String> {
+    let h = Hyperlog::open(
+        "recover",
+        ContextOptions::new()
+            .path(path)
+            .durability(DurabilityMode::FsyncBatch)
+            .format(LogFormat::Binary)
+            .enable_lsn(true),
+    )?;
+    let mut n = 0u64;
+    if decode {
+        for item in hyperlog::read_entries_blocking::<Message>(path, 0, ReadOptions::default()) {
+            let (_offset, log, _lsn) = item.map_err(|e| format!("read_entries_blocking: {e}"))?;
+            std::hint::black_box(&log);
+            n += 1;
+        }
+    } else {
+        for item in hyperlog::read_records(path, 0, ReadOptions::default()) {
+            let raw = item.map_err(|e| format!("read_records: {e}"))?;
+            std::hint::black_box(&raw);
+            n += 1;
+        }
+    }
+    h.close()?;
+    Ok(n)
+}
+
 /// Runs the scenario; progress goes to stderr.
 pub fn run(s: &Settings) -> Result<Section, String> {
     let dir = s.tempdir().map_err(|e| format!("scratch directory: {e}"))?;
@@ -162,27 +240,86 @@ pub fn run(s: &Settings) -> Result<Section, String> {
         };
         let path = dir.path().join(name);
         let w = write_log(&path, format, s.readback_bytes)?;
-        eprintln!(
+        crate::progress::done(format!(
             "readback: wrote {label}: {} entries, {} MB in {:.2} s",
             rate(w.entries as f64),
             num(w.bytes as f64 / MB),
             w.elapsed.as_secs_f64()
-        );
+        ));
         warm(&path)?;
         files.push((label, path, w, Vec::<Pass>::new(), Vec::<Pass>::new()));
     }
+    // The peers' logs: as many entries as hyperlog's binary log, each
+    // record as long as hyperlog's binary records, so the three logs hold
+    // the same entries in about the same bytes.
+    let (hl_entries, hl_bytes, hl_path) =
+        (files[0].2.entries, files[0].2.bytes, files[0].1.clone());
+    let record_len = (hl_bytes / hl_entries.max(1)).max(1) as usize;
+    let record = payload::text(record_len).into_bytes();
+    let okay_dir = dir.path().join("okaywal");
+    let raft_dir = dir.path().join("raft-engine");
+    let mut peer_bytes = Vec::new();
+    for (name, d) in [("okaywal", &okay_dir), ("raft-engine", &raft_dir)] {
+        std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+        let t = Instant::now();
+        if name == "okaywal" {
+            crate::wal_peers::okaywal_build(d, &record, hl_entries)?;
+        } else {
+            crate::wal_peers::raft_build(d, &record, hl_entries)?;
+        }
+        let bytes = warm_dir(d)?;
+        crate::progress::done(format!(
+            "readback: wrote {name}: {} entries of {record_len} B, {} MB in {:.2} s",
+            rate(hl_entries as f64),
+            num(bytes as f64 / MB),
+            t.elapsed().as_secs_f64()
+        ));
+        peer_bytes.push(bytes);
+    }
+    let mut recoveries: Vec<Vec<Recovery>> = vec![Vec::new(); 4];
+    let systems = [
+        "hyperlog, typed entries",
+        "okaywal",
+        "raft-engine",
+        "hyperlog, raw records",
+    ];
     for round in 0..s.rounds {
+        for (k, name) in systems.iter().enumerate() {
+            let k = (k + round) % systems.len();
+            let r = match k {
+                0 => timed_recovery(|| hyperlog_recover(&hl_path, true))?,
+                3 => timed_recovery(|| hyperlog_recover(&hl_path, false))?,
+                1 => timed_recovery(|| crate::wal_peers::okaywal_recover(&okay_dir).map(|x| x.0))?,
+                _ => timed_recovery(|| crate::wal_peers::raft_recover(&raft_dir).map(|x| x.0))?,
+            };
+            if r.entries != hl_entries {
+                return Err(format!(
+                    "{} recovered {} entries, wrote {hl_entries}",
+                    systems[k], r.entries
+                ));
+            }
+            let _ = name;
+            crate::progress::done(format!(
+                "readback round {}/{}: recover {:<22} {:>7.2} s  {:>10} entries/s",
+                round + 1,
+                s.rounds,
+                systems[k],
+                r.elapsed.as_secs_f64(),
+                rate(r.entries as f64 / r.elapsed.as_secs_f64().max(1e-9)),
+            ));
+            recoveries[k].push(r);
+        }
         for (label, path, w, reads, scans) in files.iter_mut() {
             let r = read_pass(path, w.entries)?;
             let sc = scan_pass(path, w.entries)?;
-            eprintln!(
+            crate::progress::done(format!(
                 "readback round {}/{}: {label:<6} read {:>10} entries/s {:>7} MB/s   scan {:>7} MB/s",
                 round + 1,
                 s.rounds,
                 rate(r.records as f64 / r.elapsed.as_secs_f64()),
                 num(w.bytes as f64 / MB / r.elapsed.as_secs_f64()),
                 num(w.bytes as f64 / MB / sc.elapsed.as_secs_f64()),
-            );
+            ));
             reads.push(r);
             scans.push(sc);
         }
@@ -262,6 +399,94 @@ pub fn run(s: &Settings) -> Result<Section, String> {
         }));
         std::fs::remove_file(path).map_err(|e| format!("remove {}: {e}", path.display()))?;
     }
+    let mut rtable = Table::new(&[
+        "system",
+        "log MB",
+        "entries",
+        "open + read all, s",
+        "entries/s",
+        "MB/s",
+        "CPU s / M entries",
+        "peak RSS MiB (+growth)",
+    ]);
+    let mut rdata = Vec::new();
+    let log_bytes = [hl_bytes, peer_bytes[0], peer_bytes[1], hl_bytes];
+    for (k, name) in systems.iter().enumerate() {
+        let rs = &recoveries[k];
+        if rs.is_empty() {
+            continue;
+        }
+        let m = |f: &dyn Fn(&Recovery) -> f64| median(&rs.iter().map(f).collect::<Vec<_>>());
+        let secs = m(&|r| r.elapsed.as_secs_f64());
+        let eps = m(&|r| r.entries as f64 / r.elapsed.as_secs_f64().max(1e-9));
+        let mbs = m(&|r| log_bytes[k] as f64 / MB / r.elapsed.as_secs_f64().max(1e-9));
+        let cpu = m(&|r| r.cpu.as_secs_f64() * 1e6 / r.entries.max(1) as f64);
+        let peak = m(&|r| r.peak_rss as f64 / 1048576.0);
+        let growth = m(&|r| r.peak_rss.saturating_sub(r.rss_before) as f64 / 1048576.0);
+        rtable.row(vec![
+            name.to_string(),
+            num(log_bytes[k] as f64 / MB),
+            rate(hl_entries as f64),
+            format!("{secs:.2}"),
+            rate(eps),
+            num(mbs),
+            num(cpu),
+            format!("{} (+{})", num(peak), num(growth)),
+        ]);
+        rdata.push(json!({
+            "system": name,
+            "log_bytes": log_bytes[k],
+            "entries": hl_entries,
+            "secs_median": secs,
+            "entries_per_s_median": eps,
+            "mb_per_s_median": mbs,
+            "cpu_s_per_million_median": cpu,
+            "peak_rss_mib_median": peak,
+            "peak_rss_growth_mib_median": growth,
+            "secs": rs.iter().map(|r| r.elapsed.as_secs_f64()).collect::<Vec<_>>(),
+        }));
+    }
+    let rec_rate = |k: usize| {
+        median(
+            &recoveries[k]
+                .iter()
+                .map(|r| r.entries as f64 / r.elapsed.as_secs_f64().max(1e-9))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let ratios: Vec<Ratio> = [
+        (
+            "hyperlog typed entries / raft-engine: recovery (open + read all) entries/s",
+            0,
+            2,
+        ),
+        (
+            "hyperlog raw records / raft-engine: recovery (open + read all) entries/s",
+            3,
+            2,
+        ),
+        (
+            "hyperlog typed entries / okaywal: recovery (open + read all) entries/s",
+            0,
+            1,
+        ),
+        (
+            "hyperlog raw records / okaywal: recovery (open + read all) entries/s",
+            3,
+            1,
+        ),
+    ]
+    .into_iter()
+    .map(|(what, a, b)| Ratio {
+        what: what.into(),
+        value: ratio(rec_rate(a), rec_rate(b)),
+    })
+    .filter(|r| r.value.is_finite())
+    .collect();
+    let _ = std::fs::remove_dir_all(&okay_dir);
+    let _ = std::fs::remove_dir_all(&raft_dir);
+    let mut table_md = String::from("\n### Recovery: open + read back every entry\n\n");
+    table_md.push_str(&rtable.to_markdown());
     Ok(Section {
         name: "readback".into(),
         title: format!(
@@ -278,9 +503,17 @@ pub fn run(s: &Settings) -> Result<Section, String> {
                 s.rounds
             ),
             "MB = 10^6 bytes of file.".into(),
+            format!(
+                "Recovery (second table): each system opens its own log and reads every entry back, page cache warm (each log was read once, untimed, after it was written); {} pass(es) each, interleaved, medians. hyperlog: `Logger::context_with_blocking` on the binary WAL (FsyncBatch, LSNs: its recovery scan checks framing, CRC-32 and finds the last LSN), then either `read_entries_blocking::<Message>` decoding every entry with serde (*typed entries*: what an application recovering its state calls) or `read_records` handing back every record's payload bytes, CRC checked, undecoded (*raw records*: what the peers do), then close. okaywal: `Configuration::default_for(dir).checkpoint_after_bytes(u64::MAX).open(manager)`, whose recovery hands every entry to the manager, which reads all its chunks (`read_all_chunks`, CRC checked). raft-engine: `Engine::open` (its recovery reads every file, default 4 recovery threads) then `fetch_entries_to` over every entry, 10,000 at a time.",
+                s.rounds
+            ),
+            format!(
+                "The peers' logs hold as many entries as hyperlog's binary log, each a {record_len}-byte record (hyperlog's bytes per entry), written through their own APIs in entries/batches of {} (okaywal: chunks of one entry, checkpointing off so that all of it is recovered; raft-engine: one region, batch compression off so the file holds the bytes).",
+                crate::wal_peers::BUILD_BATCH
+            ),
         ],
         table,
-        ratios: Vec::new(),
-        data: json!({ "files": data }),
+        ratios,
+        data: json!({ "files": data, "recovery": rdata, "extra_markdown": table_md }),
     })
 }

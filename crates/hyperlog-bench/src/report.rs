@@ -15,7 +15,8 @@ pub struct Section {
     pub table: Table,
     /// Derived ratios, each with what it divides.
     pub ratios: Vec<Ratio>,
-    /// Every figure, unformatted, for `bench-results.json`.
+    /// Every figure, unformatted, for `bench-results.json` (a string under
+    /// `extra_markdown` is a second table, appended to the Markdown).
     pub data: serde_json::Value,
 }
 
@@ -94,6 +95,10 @@ impl Section {
             out.push('\n');
         }
         out.push_str(&self.table.to_markdown());
+        // A second table, already rendered, where a scenario has one.
+        if let Some(extra) = self.data.get("extra_markdown").and_then(|v| v.as_str()) {
+            out.push_str(extra);
+        }
         if !self.ratios.is_empty() {
             out.push_str("\n| ratio | value |\n|---|---|\n");
             for r in &self.ratios {

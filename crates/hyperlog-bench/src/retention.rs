@@ -44,6 +44,9 @@ struct Stall {
     p999: f64,
     max: f64,
     files: usize,
+    rotations: u64,
+    /// The longest time one rotation held the writer (WriterStats).
+    longest_rotation_us: f64,
 }
 
 fn stall_run(
@@ -57,6 +60,7 @@ fn stall_run(
     let mut p = Hyperlog::open("stall", options)?;
     let text = payload::text(100);
     let d = drive(&mut p, 8, s.run, &text, true)?;
+    let stats = p.context().stats();
     p.close()?;
     let files = std::fs::read_dir(dir).map(|r| r.count()).unwrap_or(0);
     let l = d
@@ -71,6 +75,8 @@ fn stall_run(
         p999: quantile_us(&l, 0.999),
         max: l.max() as f64 / 1000.0,
         files,
+        rotations: stats.rotations,
+        longest_rotation_us: stats.longest_rotation_us as f64,
     })
 }
 
@@ -179,6 +185,11 @@ fn seek_times(s: &Settings, dir: &Path) -> Result<(u64, usize, Vec<f64>), String
     Ok((bytes, files, times))
 }
 
+/// How many progress steps [`run`] counts.
+pub fn planned_runs(s: &Settings) -> u64 {
+    (4 * s.rounds + 2) as u64
+}
+
 /// Runs the scenario; progress goes to stderr.
 pub fn run(s: &Settings) -> Result<Section, String> {
     let root = s.tempdir().map_err(|e| format!("scratch directory: {e}"))?;
@@ -190,12 +201,12 @@ pub fn run(s: &Settings) -> Result<Section, String> {
         ] {
             let dir = root.path().join(format!("wal-{round}"));
             let x = stall_run(s, &dir, label, wal_options(&dir.join("node.wal"), opts))?;
-            eprintln!(
+            crate::progress::done(format!(
                 "retention round {}: {label}: p99 {:.0} us, max {:.0} us",
                 round + 1,
                 x.p99,
                 x.max
-            );
+            ));
             stalls.push(x);
         }
         for (label, policy) in [
@@ -211,12 +222,12 @@ pub fn run(s: &Settings) -> Result<Section, String> {
                 o = o.retention_policy(p);
             }
             let x = stall_run(s, &dir, label, o)?;
-            eprintln!(
+            crate::progress::done(format!(
                 "retention round {}: {label}: p99 {:.0} us, max {:.0} us",
                 round + 1,
                 x.p99,
                 x.max
-            );
+            ));
             stalls.push(x);
         }
     }
@@ -228,6 +239,8 @@ pub fn run(s: &Settings) -> Result<Section, String> {
         "p99.9 us",
         "max us",
         "files after",
+        "rotations",
+        "longest rotation us",
     ]);
     let labels: Vec<String> = stalls.iter().take(4).map(|x| x.label.clone()).collect();
     let mut data = Vec::new();
@@ -249,10 +262,23 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             num(med(l, &|x| x.p999)),
             num(med(l, &|x| x.max)),
             num(med(l, &|x| x.files as f64)),
+            num(med(l, &|x| x.rotations as f64)),
+            num(med(l, &|x| x.longest_rotation_us)),
         ]);
-        data.push(json!({"log": l, "entries_per_s": med(l, &|x| x.rate), "p99_us": med(l, &|x| x.p99), "p99_9_us": med(l, &|x| x.p999), "max_us": med(l, &|x| x.max)}));
+        data.push(json!({"log": l, "entries_per_s": med(l, &|x| x.rate), "p99_us": med(l, &|x| x.p99), "p99_9_us": med(l, &|x| x.p999), "max_us": med(l, &|x| x.max), "rotations": med(l, &|x| x.rotations as f64), "longest_rotation_us": med(l, &|x| x.longest_rotation_us)}));
     }
     let mut ratios = vec![
+        Ratio {
+            what: "FsyncBatch WAL: longest rotation (writer held) / p99 ack without rotation (<= 1 keeps every ack under 2x p99)".into(),
+            value: ratio(
+                med(&labels[1], &|x| x.longest_rotation_us),
+                med(&labels[0], &|x| x.p99),
+            ),
+        },
+        Ratio {
+            what: "FsyncBatch WAL with 1 MiB segments: p99.9 / p99.9 without rotation".into(),
+            value: ratio(med(&labels[1], &|x| x.p999), med(&labels[0], &|x| x.p999)),
+        },
         Ratio {
             what: "FsyncBatch WAL with 1 MiB segments: p99.9 / p99 without rotation".into(),
             value: ratio(med(&labels[1], &|x| x.p999), med(&labels[0], &|x| x.p99)),
@@ -269,10 +295,10 @@ pub fn run(s: &Settings) -> Result<Section, String> {
 
     let open1 = open_time(&root.path().join("open1"), 1)?;
     let open100 = open_time(&root.path().join("open100"), 100)?;
-    eprintln!(
+    crate::progress::done(format!(
         "retention: open 1 segment {:?}, 100 segments {:?}",
         open1, open100
-    );
+    ));
     ratios.push(Ratio {
         what: "WAL open time, 100 segments / 1 segment".into(),
         value: ratio(open100.as_secs_f64(), open1.as_secs_f64()),
@@ -280,7 +306,9 @@ pub fn run(s: &Settings) -> Result<Section, String> {
     let (bytes, files, times) = seek_times(s, &root.path().join("seek"))?;
     let seek_med = median(&times);
     let seek_max = times.iter().copied().fold(0.0, f64::max);
-    eprintln!("retention: seek median {seek_med:.2} ms, max {seek_max:.2} ms over {files} files");
+    crate::progress::done(format!(
+        "retention: seek median {seek_med:.2} ms, max {seek_max:.2} ms over {files} files"
+    ));
 
     let mut t2 = Table::new(&["measure", "value"]);
     t2.row(vec![
@@ -307,6 +335,8 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             String::new(),
             String::new(),
             String::new(),
+            String::new(),
+            String::new(),
         ]);
     }
     Ok(Section {
@@ -314,7 +344,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
         title: "Retention: rotation stalls, open time, seeking".into(),
         notes: vec![
             format!("{} round(s) of {:.1} s per log, 8 producer threads, 100-byte messages; medians over rounds.", s.rounds, s.run.as_secs_f64()),
-            "Rotation of a WAL seals the live file as a segment (rename, directory fsync, new file, directory fsync, clocks file, sparse index); rotation of a data-plane log also hands the sealed file to a background zstd thread.".into(),
+            "Rotation of a WAL seals the live file as a segment: on the writer's thread two renames (live file to segment, the preallocated `{path}.next` to the live path) and one directory fsync; trimming the segment, its sparse index, the clocks file and preparing the next file happen on a background thread. Rotation of a data-plane log also hands the sealed file to a background zstd thread. `longest rotation` is WriterStats::longest_rotation_us: the longest time one rotation held the writer.".into(),
             "Open time: `Logger::context_with_blocking` on an existing WAL; recovery scans only the live file, so it should not grow with the number of sealed segments.".into(),
             "Seek: `read_entries_blocking(path, 0, ReadOptions::from_lsn(l)).next()` at random LSNs; the segment is picked from the names and the entry from its sparse index.".into(),
         ],
