@@ -658,7 +658,18 @@ impl Context {
                     .writer
                     .lead(req, !self.durability().syncs())
                     .err(),
-                None => Some(req),
+                // Nothing to wait for: queue it. When the queue is full, drain
+                // it and write on this thread instead of parking until the
+                // writer thread (one among all the producers competing for
+                // the cores) frees a slot; the entries keep their order, as
+                // the queued ones go first.
+                None => match self.inner.writer.tx.try_send(req) {
+                    Ok(()) => None,
+                    Err(flume::TrySendError::Full(req)) => self.inner.writer.lead_full(req).err(),
+                    Err(flume::TrySendError::Disconnected(_)) => {
+                        return Err(self.send_failed());
+                    }
+                },
             };
             if let Some(req) = req
                 && self.inner.writer.tx.send(req).is_err()

@@ -113,6 +113,12 @@ pub(crate) struct Shared {
     last_group: std::sync::atomic::AtomicUsize,
     /// Callers currently waiting for an acknowledgement.
     pub waiting: std::sync::atomic::AtomicUsize,
+    /// The request the writer thread took off the queue and has not yet
+    /// handled. The thread holds this lock while it receives, and a producer
+    /// that drains the queue itself ([`WriterHandle::lead_full`]) holds it
+    /// while draining and takes this request first, or, finding the lock
+    /// held, leaves the queue alone: queue order stays file order.
+    in_hand: Mutex<Option<Request>>,
     handler: ErrorHandler,
 }
 
@@ -261,6 +267,7 @@ impl WriterHandle {
             longest_rotation_us: AtomicU64::new(0),
             closed: AtomicBool::new(false),
             waiting: std::sync::atomic::AtomicUsize::new(0),
+            in_hand: Mutex::new(None),
             last_group: std::sync::atomic::AtomicUsize::new(0),
             pool: crossbeam_queue::ArrayQueue::new(1024),
             handler: cfg.handler.clone(),
@@ -320,7 +327,34 @@ impl WriterHandle {
         let Some(w) = guard.as_mut().filter(|w| !w.finished) else {
             return Err(req);
         };
-        if w.lead(req) {
+        if w.lead(None, req) {
+            drop(guard);
+            let _ = self.tx.try_send(Request::Wake);
+        }
+        Ok(())
+    }
+
+    /// For a producer that found the queue full and waits for nothing:
+    /// writes the queue out and then `req` on this thread, instead of parking
+    /// until the writer thread frees a slot. `Err(req)` when that cannot be
+    /// done in order (the writer thread is taking a request off the queue) or
+    /// the writer has finished; the caller then queues `req` as usual.
+    pub fn lead_full(&self, req: Request) -> Result<(), Request> {
+        let mut guard = lock(&self.core);
+        let Some(w) = guard.as_mut().filter(|w| !w.finished) else {
+            return Err(req);
+        };
+        // Held while draining, so that the writer thread cannot take a
+        // request off the queue behind this thread's back.
+        let mut slot = match self.shared.in_hand.try_lock() {
+            Ok(slot) => slot,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(req),
+        };
+        let first = slot.take();
+        let closed = w.lead(first, req);
+        drop(slot);
+        if closed {
             drop(guard);
             let _ = self.tx.try_send(Request::Wake);
         }
@@ -601,11 +635,13 @@ impl Writer {
     /// A blocking caller's group: everything queued ahead of `own` (in
     /// order, in groups within the limits), then `own`. Returns true when a
     /// queued `Close` closed the writer (`own` is then refused).
-    fn lead(&mut self, own: Request) -> bool {
+    fn lead(&mut self, first: Option<Request>, own: Request) -> bool {
         let mut group = Vec::new();
         let mut bytes = 0usize;
-        if let Some(rx) = self.rx.clone() {
-            while let Ok(r) = rx.try_recv() {
+        let rx = self.rx.clone();
+        {
+            let queued = std::iter::from_fn(|| rx.as_ref()?.try_recv().ok());
+            for r in first.into_iter().chain(queued) {
                 match r {
                     Request::Record {
                         bytes: b,
@@ -1262,9 +1298,20 @@ fn run_thread(core: &Mutex<Option<Writer>>, shared: &Shared, rx: flume::Receiver
         .as_ref()
         .is_some_and(|w| w.durability == DurabilityMode::None);
     loop {
-        let next = recv_next(&rx, shared, polling);
+        let next = {
+            let mut slot = lock(&shared.in_hand);
+            recv_next(&rx, shared, polling).map(|r| *slot = Some(r))
+        };
         let mut guard = lock(core);
         let Some(w) = guard.as_mut() else { return };
+        // A producer draining a full queue may have handled it already.
+        let next = match next {
+            Ok(()) => match lock(&shared.in_hand).take() {
+                Some(r) => Ok(r),
+                None => continue,
+            },
+            Err(e) => Err(e),
+        };
         match next {
             Err(_) => {
                 // Every producer is gone: finish quietly.
