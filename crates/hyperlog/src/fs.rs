@@ -49,6 +49,15 @@ pub trait WritableFile: Send {
         Ok(false)
     }
 
+    /// A second handle that can [`allocate`](WritableFile::allocate) on
+    /// another thread while this one goes on writing below the file's
+    /// current end (the writer preallocates ahead this way). `None`, the
+    /// default, when the file system cannot; preallocation then runs on the
+    /// writer's thread.
+    fn allocator(&self) -> Option<Box<dyn FileAllocator>> {
+        None
+    }
+
     /// Writes all of `buf`, retrying short writes.
     fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
@@ -61,6 +70,14 @@ pub trait WritableFile: Send {
         }
         Ok(())
     }
+}
+
+/// Extends a file with synced zeros from another thread (see
+/// [`WritableFile::allocator`]).
+pub trait FileAllocator: Send {
+    /// Makes the file at least `len` bytes long with zeros past its current
+    /// end, then syncs, as [`WritableFile::allocate`] does.
+    fn allocate(&mut self, len: u64) -> io::Result<bool>;
 }
 
 /// A file opened for reading.
@@ -160,20 +177,12 @@ impl WritableFile for StdWritable {
         Ok(self.file.metadata()?.len())
     }
     fn allocate(&mut self, len: u64) -> io::Result<bool> {
-        let mut end = self.len()?;
-        if end >= len {
-            return Ok(true);
-        }
-        // Real zeros, not fallocate: an unwritten extent would still need a
-        // metadata change (and a journal commit) when first written.
-        let zeros = vec![0u8; 256 * 1024];
-        while end < len {
-            let n = ((len - end) as usize).min(zeros.len());
-            let w = write_at(&self.file, &zeros[..n], end)?;
-            end += w as u64;
-        }
-        self.file.sync_all()?;
-        Ok(true)
+        allocate_zeros(&self.file, len)
+    }
+    fn allocator(&self) -> Option<Box<dyn FileAllocator>> {
+        // A duplicate descriptor: it follows the file through renames.
+        let file = self.file.try_clone().ok()?;
+        Some(Box::new(StdAllocator(file)))
     }
     fn try_lock(&self) -> io::Result<bool> {
         match self.file.try_lock() {
@@ -182,6 +191,34 @@ impl WritableFile for StdWritable {
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
     }
+}
+
+/// [`StdWritable`]'s allocator: a duplicate of its descriptor.
+struct StdAllocator(File);
+
+impl FileAllocator for StdAllocator {
+    fn allocate(&mut self, len: u64) -> io::Result<bool> {
+        allocate_zeros(&self.0, len)
+    }
+}
+
+/// Writes zeros from the end of `file` up to `len` and syncs them.
+fn allocate_zeros(file: &File, len: u64) -> io::Result<bool> {
+    let mut end = file.metadata()?.len();
+    if end >= len {
+        return Ok(true);
+    }
+    // Real zeros, not fallocate: an unwritten extent would still need a
+    // metadata change (and a journal commit) when first written.
+    let zeros = vec![0u8; 256 * 1024];
+    while end < len {
+        let n = ((len - end) as usize).min(zeros.len());
+        let w = write_at(file, &zeros[..n], end)?;
+        end += w as u64;
+        file.sync_data()?;
+    }
+    file.sync_all()?;
+    Ok(true)
 }
 
 struct StdReadable(File);

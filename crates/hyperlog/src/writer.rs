@@ -423,6 +423,10 @@ pub(crate) struct Writer {
     group: GroupCommit,
     /// Bytes of zeros written ahead of the data (0: off).
     prealloc_step: u64,
+    /// Zeros being written past the live file's end on another thread (see
+    /// [`Writer::extend_ahead`]); nothing is written at or past the old end
+    /// until it is settled.
+    extension: Option<Extension>,
     /// Records in `buf`/`err_buf` not yet written.
     records_in_buf: u64,
     /// Rotation of the live file (data-plane logs with a retention policy),
@@ -554,6 +558,7 @@ impl Writer {
                     cfg.durability.syncs(),
                 ),
                 prealloc_step: cfg.preallocate,
+                extension: None,
                 records_in_buf: 0,
                 index: (live_first_lsn.is_none() && cfg.lsn_instance.is_some()).then(Vec::new),
                 index_pending: Vec::new(),
@@ -969,6 +974,12 @@ impl Writer {
                 if self.cut_pending {
                     // A failed write left part of a group that could not be
                     // cut then: nothing is appended behind it until it is.
+                    settle_extension(
+                        &mut self.extension,
+                        allocated,
+                        &mut self.prealloc_step,
+                        true,
+                    );
                     file.truncate(*good_len)
                         .map_err(|e| Error::io("truncate", path.clone(), e))?;
                     self.cut_pending = false;
@@ -976,6 +987,16 @@ impl Writer {
                 }
                 self.shared.writes.fetch_add(1, Ordering::Relaxed);
                 let end = *good_len + self.buf.len() as u64;
+                if self.prealloc_step > 0 {
+                    // Zeros finished in the background count; when this
+                    // group needs them and they are not done, wait for them.
+                    settle_extension(
+                        &mut self.extension,
+                        allocated,
+                        &mut self.prealloc_step,
+                        end > *allocated,
+                    );
+                }
                 if self.prealloc_step > 0 && end > *allocated {
                     let target = (end / self.prealloc_step + 1) * self.prealloc_step;
                     match file.allocate(target) {
@@ -985,10 +1006,24 @@ impl Writer {
                         Ok(false) | Err(_) => self.prealloc_step = 0,
                     }
                 }
+                if self.prealloc_step > 0
+                    && self.extension.is_none()
+                    && *allocated - end < self.prealloc_step / 2
+                {
+                    // Less than half a step left: the next step's zeros are
+                    // written and synced on another thread, ahead of need.
+                    self.extension = extend_ahead(file.as_ref(), *allocated + self.prealloc_step);
+                }
                 if let Err(e) = file.write_all(&self.buf) {
                     // Cut a partial write back so the file holds whole records;
                     // if that fails too, the next write tries again first
                     // (until then, recovery treats it as a torn tail).
+                    settle_extension(
+                        &mut self.extension,
+                        allocated,
+                        &mut self.prealloc_step,
+                        true,
+                    );
                     match file.truncate(*good_len) {
                         Ok(()) => *allocated = *good_len,
                         Err(_) => self.cut_pending = true,
@@ -1065,6 +1100,14 @@ impl Writer {
         else {
             return Ok(());
         };
+        // The sealed file is trimmed and indexed as it is: no zeros may
+        // still be on their way into it.
+        settle_extension(
+            &mut self.extension,
+            allocated,
+            &mut self.prealloc_step,
+            true,
+        );
         if *good_len == 0 {
             // Nothing to seal: the empty file just starts its clocks again.
             return rotation.restart_clocks();
@@ -1200,6 +1243,14 @@ impl Writer {
             self.commit(&mut chunk);
         }
         let mut res = Ok(());
+        if let Sink::File { allocated, .. } = &mut self.sink {
+            settle_extension(
+                &mut self.extension,
+                allocated,
+                &mut self.prealloc_step,
+                true,
+            );
+        }
         if let Sink::File {
             path,
             file,
@@ -1283,6 +1334,61 @@ fn recv_next(
         }
     }
     rx.recv()
+}
+
+/// Zeros being written past the live file's end on another thread.
+struct Extension {
+    /// The length the file will have.
+    target: u64,
+    /// Taken when settled.
+    job: Option<std::thread::JoinHandle<std::io::Result<bool>>>,
+}
+
+impl Drop for Extension {
+    /// A writer dropped without closing (a panic) still waits for its
+    /// zeros: no thread writes to the file, or holds its lock, after it.
+    fn drop(&mut self) {
+        if let Some(job) = self.job.take() {
+            let _ = job.join();
+        }
+    }
+}
+
+/// Starts writing (and syncing) zeros up to `target` on a new thread, with a
+/// second handle on the live file; `None` when the file system offers no such
+/// handle or the thread cannot start (the writer then preallocates inline).
+fn extend_ahead(file: &dyn WritableFile, target: u64) -> Option<Extension> {
+    let mut alloc = file.allocator()?;
+    let job = std::thread::Builder::new()
+        .name("hyperlog-prealloc".into())
+        .spawn(move || alloc.allocate(target))
+        .ok()?;
+    Some(Extension {
+        target,
+        job: Some(job),
+    })
+}
+
+/// Takes in a finished extension (or, with `wait`, waits for a running one).
+/// A failed one turns preallocation off; the zeros it may have written count
+/// as allocated, so that closing trims them.
+fn settle_extension(
+    extension: &mut Option<Extension>,
+    allocated: &mut u64,
+    step: &mut u64,
+    wait: bool,
+) {
+    let Some(mut e) = extension.take_if(|e| wait || e.job.as_ref().is_none_or(|j| j.is_finished()))
+    else {
+        return;
+    };
+    match e.job.take().map(std::thread::JoinHandle::join) {
+        Some(Ok(Ok(true))) => *allocated = (*allocated).max(e.target),
+        _ => {
+            *allocated = (*allocated).max(e.target);
+            *step = 0;
+        }
+    }
 }
 
 /// How often a `None`-mode writer looks at its queue while recently busy.

@@ -381,6 +381,74 @@ fn close_syncs_what_is_pending() {
 
 /// The deterministic scenario: entry A's write or sync is held at the gate,
 /// eight more producers queue behind it, then the held call fails.
+/// Writes `n` FsyncBatch entries through `fs` with a 16 KiB preallocation
+/// step, checking the file runs ahead of the data while open; closes and
+/// returns what the log holds.
+fn prealloc_run(path: &Path, fs: &FaultFs, n: u64) -> Vec<Item<Job>> {
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking(
+            "prealloc",
+            wal_opts(path, DurabilityMode::FsyncBatch, LogFormat::Binary)
+                .preallocate(16 * 1024)
+                .file_system(fs.handle()),
+        )
+        .unwrap();
+    for i in 0..n {
+        ctx.log_blocking(job(0, i)).unwrap();
+    }
+    ctx.flush_blocking().unwrap();
+    let open_len = file_len(path);
+    ctx.close_blocking().unwrap();
+    let items = read_ok::<Job>(path, ReadOptions::default());
+    assert!(
+        open_len >= file_len(path),
+        "the open file ({open_len} B) holds at least the data"
+    );
+    assert_eq!(
+        bounds(&items, file_len(path)).last(),
+        Some(&file_len(path)),
+        "closing trims the zeros: the file ends with its last record"
+    );
+    items
+}
+
+/// The writer prepares the next preallocation step on another thread while
+/// it goes on writing below it; nothing of it is left after close.
+#[test]
+fn preallocation_runs_ahead_on_another_thread_and_close_trims_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prealloc.wal");
+    let fs = FaultFs::new();
+    let items = prealloc_run(&path, &fs, 2_000);
+    let seqs: Vec<u64> = items.iter().map(|i| i.1.entry.seq).collect();
+    assert_eq!(seqs, (0..2_000).collect::<Vec<_>>());
+    // ~2,000 records of ~70 B over 16 KiB steps.
+    assert!(
+        fs.background_allocations() >= 4,
+        "{} background preallocations",
+        fs.background_allocations()
+    );
+}
+
+/// A background preallocation that fails (a full disk) turns preallocation
+/// off; writes go on appending and nothing is lost or left behind.
+#[test]
+fn a_failed_background_preallocation_turns_it_off_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prealloc-fail.wal");
+    let fs = FaultFs::new();
+    fs.fail_background_allocation(ENOSPC);
+    let items = prealloc_run(&path, &fs, 2_000);
+    let seqs: Vec<u64> = items.iter().map(|i| i.1.entry.seq).collect();
+    assert_eq!(seqs, (0..2_000).collect::<Vec<_>>());
+    assert_eq!(
+        fs.background_allocations(),
+        1,
+        "preallocation is off after the first failure"
+    );
+}
+
 fn held_failure(op: Op, errno: i32, mode: DurabilityMode) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fail.wal");

@@ -16,7 +16,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hyperlog::fs::{FileSystem, ReadableFile, StdFs, WritableFile};
+use hyperlog::fs::{FileAllocator, FileSystem, ReadableFile, StdFs, WritableFile};
 
 /// Inside an `impl FileSystem`: the named methods, each passed on unchanged
 /// to the real disk ([`StdFs`]), so that a wrapper spells out only what it
@@ -234,6 +234,11 @@ struct State {
     synced: Mutex<HashMap<PathBuf, u64>>,
     /// Per file: every successful sync's covered length, in order.
     sync_log: Mutex<HashMap<PathBuf, Vec<u64>>>,
+    /// Preallocations run through a file's `allocator` (on the writer's
+    /// background thread), failed or not.
+    background_allocations: AtomicU64,
+    /// When not 0, every background preallocation fails with this errno.
+    allocator_errno: std::sync::atomic::AtomicI32,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -259,6 +264,16 @@ impl FaultFs {
     /// As the trait object `ContextOptions::file_system` takes.
     pub fn handle(&self) -> Arc<dyn FileSystem> {
         Arc::new(self.clone())
+    }
+
+    /// Preallocations run in the background so far (including failed ones).
+    pub fn background_allocations(&self) -> u64 {
+        self.state.background_allocations.load(Ordering::SeqCst)
+    }
+
+    /// Makes every later background preallocation fail with `errno`.
+    pub fn fail_background_allocation(&self, errno: i32) {
+        self.state.allocator_errno.store(errno, Ordering::SeqCst);
     }
 
     /// `write` calls so far (including failed ones).
@@ -462,7 +477,32 @@ impl WritableFile for FaultFile {
         Ok(())
     }
 
+    fn allocator(&self) -> Option<Box<dyn FileAllocator>> {
+        Some(Box::new(FaultAllocator {
+            inner: self.inner.allocator()?,
+            fs: self.fs.clone(),
+        }))
+    }
+
     inner_file_methods!(len, try_lock, allocate);
+}
+
+/// A [`FaultFile`]'s background preallocation: counted, and failing on
+/// demand.
+struct FaultAllocator {
+    inner: Box<dyn FileAllocator>,
+    fs: FaultFs,
+}
+
+impl FileAllocator for FaultAllocator {
+    fn allocate(&mut self, len: u64) -> io::Result<bool> {
+        let state = &self.fs.state;
+        state.background_allocations.fetch_add(1, Ordering::SeqCst);
+        match state.allocator_errno.load(Ordering::SeqCst) {
+            0 => self.inner.allocate(len),
+            errno => Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
 }
 
 impl FileSystem for FaultFs {
