@@ -322,19 +322,16 @@ impl MemStart {
 
 /// A `kB` field of `/proc/self/status`; 0 if unknown.
 pub fn status_kib(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    proc_self_field("status", field)
 }
 
 fn io_counter(field: &str) -> u64 {
-    std::fs::read_to_string("/proc/self/io")
+    proc_self_field("io", field)
+}
+
+/// The number after `field` in `/proc/self/{file}`; 0 if unknown.
+fn proc_self_field(file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/self/{file}"))
         .ok()
         .and_then(|s| {
             s.lines()

@@ -657,6 +657,27 @@ fn run_seed() -> u64 {
     common::crash::run_seed("HYPERLOG_TRUNC_SEED")
 }
 
+/// Runs kill `epoch` of a loop: the child's seed comes from the run's
+/// `seed` and the loop's `salt`, and is remembered in `known`. Returns the
+/// child's report and the context that names the seeds for failures.
+fn kill_one(
+    dir: &Path,
+    c: &Combo,
+    (label, salt): (&str, u64),
+    seed: u64,
+    epoch: u32,
+    known: &mut Known,
+) -> (ChildReport, String) {
+    let iseed = splitmix(seed ^ (u64::from(epoch) << 32) ^ salt);
+    known.seeds.push(iseed);
+    let ctx = format!(
+        "{label} {}, HYPERLOG_TRUNC_SEED={seed}, kill {epoch} (child seed {iseed})",
+        c.name()
+    );
+    let rep = one_child_at_a_time(|| run_child(dir, c, iseed, epoch, &ctx));
+    (rep, ctx)
+}
+
 fn truncate_crash_loop(mode: DurabilityMode, format: LogFormat, keep: Option<usize>) {
     let c = Combo { mode, format, keep };
     let seed = run_seed();
@@ -670,12 +691,14 @@ fn truncate_crash_loop(mode: DurabilityMode, format: LogFormat, keep: Option<usi
     };
     let mut counts = Counts::default();
     for epoch in 0..n {
-        let iseed = splitmix(seed ^ (u64::from(epoch) << 32) ^ 0x7eed);
-        known.seeds.push(iseed);
-        let ctx = format!(
-            "truncate crash loop {combo}, HYPERLOG_TRUNC_SEED={seed}, kill {epoch} (child seed {iseed})"
+        let (rep, ctx) = kill_one(
+            dir.path(),
+            &c,
+            ("truncate crash loop", 0x7eed),
+            seed,
+            epoch,
+            &mut known,
         );
-        let rep = one_child_at_a_time(|| run_child(dir.path(), &c, iseed, epoch, &ctx));
         counts.kills += 1;
         counts.acks += rep.acked.len();
         counts.truncations += rep.done.len();
@@ -1150,12 +1173,14 @@ fn archive_crash_loop(format: LogFormat, keep: Option<usize>) {
     let mut counts = ArchiveCounts::default();
     let mut cache = ArchiveCache::new();
     for epoch in 0..n {
-        let iseed = splitmix(seed ^ (u64::from(epoch) << 32) ^ 0xa7c4);
-        known.seeds.push(iseed);
-        let ctx = format!(
-            "archive crash loop {combo}, HYPERLOG_TRUNC_SEED={seed}, kill {epoch} (child seed {iseed})"
+        let (rep, ctx) = kill_one(
+            dir.path(),
+            &c,
+            ("archive crash loop", 0xa7c4),
+            seed,
+            epoch,
+            &mut known,
         );
-        let rep = one_child_at_a_time(|| run_child(dir.path(), &c, iseed, epoch, &ctx));
         counts.kills += 1;
         counts.acks += rep.acked.len();
         known.acked.extend(rep.acked);

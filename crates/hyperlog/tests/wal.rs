@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write as _};
+use std::io::Write as _;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -832,61 +832,33 @@ fn crash_and_recover(mode: DurabilityMode, format: LogFormat) {
         LogFormat::Binary => "binary",
         _ => "json",
     };
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "crash_child", "--nocapture", "--ignored"])
-        .env(CHILD_PATH, &path)
-        .env(CHILD_MODE, &mode_s)
-        .env(CHILD_FORMAT, format_s)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel::<(u32, u64, Lsn)>();
-    let reader = spawn_named("ack-reader", move || {
-        let mut r = BufReader::new(stdout);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            match r.read_line(&mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-            // A line cut by the kill is not an acknowledgement.
-            let Some(body) = line.strip_suffix('\n') else {
-                return;
-            };
-            let Some(rest) = body.strip_prefix("ACK ") else {
-                continue;
-            };
-            let v: Vec<u64> = rest.split(' ').map(|x| x.parse().unwrap()).collect();
-            let _ = tx.send((v[0] as u32, v[1], Lsn::new(v[2])));
-        }
-    });
+    let mut child = common::crash::Child::spawn(
+        "crash_child",
+        |cmd| {
+            cmd.env(CHILD_PATH, &path)
+                .env(CHILD_MODE, &mode_s)
+                .env(CHILD_FORMAT, format_s);
+        },
+        // A line cut by the kill is not an acknowledgement (the harness
+        // drops it).
+        |body| {
+            let v: Vec<u64> = body
+                .strip_prefix("ACK ")?
+                .split(' ')
+                .map(|x| x.parse().unwrap())
+                .collect();
+            Some((v[0] as u32, v[1], Lsn::new(v[2])))
+        },
+    );
+    let ctx = format!("{mode:?}/{format:?}");
     let mut acked = Vec::new();
     while acked.len() < 300 {
-        match rx.recv_timeout(WAIT) {
-            Ok(a) => acked.push(a),
-            Err(RecvTimeoutError::Timeout) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("hung: the child acknowledged only {} entries", acked.len());
-            }
-            Err(RecvTimeoutError::Disconnected) => {
-                let status = child.wait().unwrap();
-                panic!(
-                    "the child exited after {} acknowledgements: {status}",
-                    acked.len()
-                );
-            }
-        }
+        let n = acked.len();
+        acked.push(child.next(&ctx, n, || {
+            format!("the child acknowledged only {n} entries")
+        }));
     }
-    child.kill().unwrap(); // SIGKILL
-    let status = child.wait().unwrap();
-    assert!(!status.success(), "the child was not killed: {status}");
-    reader.join().unwrap();
-    acked.extend(rx.try_iter());
+    acked.extend(child.kill(&ctx));
 
     // Recovery must succeed and keep every acknowledged entry.
     let logger = Logger::new();
