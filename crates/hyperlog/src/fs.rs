@@ -177,7 +177,7 @@ impl WritableFile for StdWritable {
         Ok(self.file.metadata()?.len())
     }
     fn allocate(&mut self, len: u64) -> io::Result<bool> {
-        allocate_zeros(&self.file, len)
+        allocate_zeros(&self.file, len, false)
     }
     fn allocator(&self) -> Option<Box<dyn FileAllocator>> {
         // A duplicate descriptor: it follows the file through renames.
@@ -198,12 +198,15 @@ struct StdAllocator(File);
 
 impl FileAllocator for StdAllocator {
     fn allocate(&mut self, len: u64) -> io::Result<bool> {
-        allocate_zeros(&self.0, len)
+        // Beside a writer: synced in steps, so that the writer's own
+        // `fdatasync` never queues behind the whole extension.
+        allocate_zeros(&self.0, len, true)
     }
 }
 
-/// Writes zeros from the end of `file` up to `len` and syncs them.
-fn allocate_zeros(file: &File, len: u64) -> io::Result<bool> {
+/// Writes zeros from the end of `file` up to `len` and syncs them (with
+/// `in_steps`, every 256 KiB).
+fn allocate_zeros(file: &File, len: u64, in_steps: bool) -> io::Result<bool> {
     let mut end = file.metadata()?.len();
     if end >= len {
         return Ok(true);
@@ -215,7 +218,9 @@ fn allocate_zeros(file: &File, len: u64) -> io::Result<bool> {
         let n = ((len - end) as usize).min(zeros.len());
         let w = write_at(file, &zeros[..n], end)?;
         end += w as u64;
-        file.sync_data()?;
+        if in_steps {
+            file.sync_data()?;
+        }
     }
     file.sync_all()?;
     Ok(true)

@@ -341,7 +341,11 @@ impl WriterHandle {
     /// the writer has finished; the caller then queues `req` as usual.
     pub fn lead_full(&self, req: Request) -> Result<(), Request> {
         let mut guard = lock(&self.core);
-        let Some(w) = guard.as_mut().filter(|w| !w.finished) else {
+        // Only a `None` writer thread parks what it receives in `in_hand`.
+        let Some(w) = guard
+            .as_mut()
+            .filter(|w| !w.finished && w.durability == DurabilityMode::None)
+        else {
             return Err(req);
         };
         // Held while draining, so that the writer thread cannot take a
@@ -1404,15 +1408,23 @@ fn run_thread(core: &Mutex<Option<Writer>>, shared: &Shared, rx: flume::Receiver
         .as_ref()
         .is_some_and(|w| w.durability == DurabilityMode::None);
     loop {
-        let next = {
+        // Only `None` producers drain the queue themselves (`lead_full`), so
+        // only there does a received request wait in `in_hand`.
+        let next = if polling {
             let mut slot = lock(&shared.in_hand);
-            recv_next(&rx, shared, polling).map(|r| *slot = Some(r))
+            recv_next(&rx, shared, polling).map(|r| {
+                *slot = Some(r);
+                None
+            })
+        } else {
+            recv_next(&rx, shared, polling).map(Some)
         };
         let mut guard = lock(core);
         let Some(w) = guard.as_mut() else { return };
-        // A producer draining a full queue may have handled it already.
         let next = match next {
-            Ok(()) => match lock(&shared.in_hand).take() {
+            Ok(Some(r)) => Ok(r),
+            // A producer draining a full queue may have handled it already.
+            Ok(None) => match lock(&shared.in_hand).take() {
                 Some(r) => Ok(r),
                 None => continue,
             },
