@@ -39,6 +39,53 @@ fn with_lsn(payload: &[u8], lsn: Option<Lsn>) -> Vec<u8> {
     }
 }
 
+/// The call-site fields the Python reference requires as a string or an
+/// integer (its reader refuses a line where any is `null` or missing), and
+/// what stands in for an unknown one.
+const REQUIRED: [(&str, fn() -> Value); 5] = [
+    ("filename", || Value::from("")),
+    ("function_name", || Value::from("")),
+    ("line_number", || Value::from(0)),
+    ("thread_id", || Value::from(0)),
+    ("timestamp", || Value::from("")),
+];
+
+/// A JSON line for `payload`: its `lsn` set to the binary header's, and any
+/// required field a log from an older hyperlog or another tool left `null`
+/// or out filled in, so the reference reads every line `convert` writes.
+/// Lines that need neither are copied byte for byte.
+fn json_line(payload: &[u8], lsn: Option<Lsn>) -> Vec<u8> {
+    // Decoded only to check that each field is there with its type.
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Present {
+        filename: String,
+        function_name: String,
+        line_number: u64,
+        thread_id: u64,
+        timestamp: String,
+    }
+    if serde_json::from_slice::<Present>(payload).is_ok() {
+        return with_lsn(payload, lsn);
+    }
+    match serde_json::from_slice::<Value>(payload) {
+        Ok(Value::Object(mut m)) => {
+            for (key, unknown) in REQUIRED {
+                if m.get(key).is_none_or(Value::is_null) {
+                    m.insert(key.into(), unknown());
+                }
+            }
+            if let Some(l) = lsn {
+                m.insert("lsn".into(), l.get().into());
+            } else {
+                m.entry("lsn").or_insert(Value::Null);
+            }
+            serde_json::to_vec(&Value::Object(m)).unwrap_or_else(|_| payload.to_vec())
+        }
+        _ => with_lsn(payload, lsn),
+    }
+}
+
 /// `hyperlog convert`.
 pub fn convert(input: &Path, output: &Path, to: LogFormat, force: bool) -> Result<u8, Fail> {
     if input == output {
@@ -54,7 +101,7 @@ pub fn convert(input: &Path, output: &Path, to: LogFormat, force: bool) -> Resul
         match to {
             LogFormat::Binary => hyperlog::format::encode_binary(&e.payload, e.lsn, &mut buf),
             LogFormat::Json => {
-                buf.extend_from_slice(&with_lsn(&e.payload, e.lsn));
+                buf.extend_from_slice(&json_line(&e.payload, e.lsn));
                 buf.push(b'\n');
             }
         }

@@ -742,3 +742,89 @@ fn demo_runs_and_survives_sigkill() {
         Some(0)
     );
 }
+
+#[path = "../../hyperlog/tests/support/reference_schema.rs"]
+mod reference_schema;
+
+/// Every non-empty line of `text`, decoded under the reference's schema.
+fn strict_lines(what: &str, text: &str) -> usize {
+    let mut n = 0;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let _: reference_schema::RefLog<reference_schema::RefEntrySubclass> =
+            reference_schema::strict(line.as_bytes());
+        n += 1;
+    }
+    assert!(n > 0, "{what} has no lines");
+    n
+}
+
+#[test]
+fn the_reference_reads_the_demo_logs_and_every_converted_or_dumped_wal() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = run(&[&"demo", &"--seconds", &"1", &"--dir", &dir.path()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // The data-plane log, as the demo wrote it.
+    let stats = dir.path().join("stats.log.json");
+    strict_lines("stats.log.json", &std::fs::read_to_string(&stats).unwrap());
+
+    for wal in [
+        dir.path().join("node.wal"),
+        dir.path().join("crash/crash.wal"),
+    ] {
+        // `dump` prints each record's payload: lines the reference reads.
+        let dumped = run(&[&"dump", &wal]);
+        assert_eq!(dumped.status.code(), Some(0), "{}", stderr(&dumped));
+        let records = strict_lines("dump", &stdout(&dumped));
+
+        // Converted to JSON lines, every entry is there and readable...
+        let json = dir.path().join(format!(
+            "{}.jsonl",
+            wal.file_name().unwrap().to_string_lossy()
+        ));
+        let c = run(&[&"convert", &wal, &json, &"--to", &"json"]);
+        assert_eq!(c.status.code(), Some(0), "{}", stderr(&c));
+        let text = std::fs::read_to_string(&json).unwrap();
+        assert_eq!(strict_lines("converted", &text), records);
+        // ...and so is `dump` of the converted file.
+        let again = run(&[&"dump", &json]);
+        assert_eq!(strict_lines("dump of converted", &stdout(&again)), records);
+    }
+}
+
+#[test]
+fn convert_fills_in_what_an_older_log_left_null() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.log.json");
+    // As hyperlog wrote lines before it always named the function.
+    std::fs::write(
+        &old,
+        concat!(
+            r#"{"entry":{"message":"a","tags":[],"level":"INFO"},"filename":"src/a.rs","function_name":null,"line_number":3,"thread_id":7,"timestamp":"2026-11-24T10:15:02.123456+00:00","lsn":5}"#,
+            "\n",
+            r#"{"entry":{"message":"b","tags":[],"level":"WARN"},"timestamp":"2026-11-24T10:15:03.123456+00:00","lsn":6}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("new.log.json");
+    let c = run(&[&"convert", &old, &out, &"--to", &"json"]);
+    assert_eq!(c.status.code(), Some(0), "{}", stderr(&c));
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(strict_lines("converted", &text), 2);
+    let logs: Vec<hyperlog::Log<Message>> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(logs[0].filename.as_deref(), Some("src/a.rs"));
+    assert_eq!(logs[0].function_name.as_deref(), Some(""));
+    assert_eq!(logs[0].line_number, Some(3));
+    assert_eq!(logs[1].line_number, Some(0));
+    assert_eq!(
+        logs.iter()
+            .map(|l| l.lsn.map(|l| l.get()))
+            .collect::<Vec<_>>(),
+        [Some(5), Some(6)]
+    );
+    assert_eq!(logs[1].entry.message.as_deref(), Some("b"));
+}

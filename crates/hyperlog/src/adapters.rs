@@ -187,7 +187,7 @@ mod tracing_layer {
             };
             let site = CallSite {
                 file: meta.file(),
-                function: None,
+                function: meta.module_path(),
                 line: meta.line(),
             };
             if let Err(e) = self.ctx.log_blocking_at(site, entry) {
@@ -279,7 +279,7 @@ mod log_adapter {
             };
             let site = CallSite {
                 file: record.file_static(),
-                function: None,
+                function: record.module_path_static(),
                 line: record.line(),
             };
             if let Err(e) = self.ctx.log_blocking_at(site, entry) {

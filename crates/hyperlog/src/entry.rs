@@ -101,8 +101,20 @@ impl Entry for serde_json::Value {
 
 /// The envelope around an entry, as written to files and read back.
 ///
-/// Every field but `entry` is optional, so logs written by other tools (or by
-/// the reference) decode too.
+/// Every field but `entry` is optional when reading, so logs written by
+/// other tools (or by the reference) decode too. Writers always write every
+/// field but `lsn` as a string or an integer, never `null`, because the
+/// reference's reader refuses a line whose `filename`, `function_name` or
+/// `line_number` is null: what is unknown is written as `""` or `0`.
+///
+/// What `function_name` holds depends on where the entry came from:
+///
+/// | source | `function_name` |
+/// | --- | --- |
+/// | the macros ([`info!`](crate::info!), [`log!`](crate::log!), ...) | the path of the enclosing function, e.g. `my_crate::jobs::start` |
+/// | [`Context::log`](crate::Context::log), `log_blocking`, `log_prepared` | `""`: `#[track_caller]` knows the file and line, not the function |
+/// | the `tracing` layer and the `log` adapter | the event's module path (`""` when the event has none) |
+/// | [`format::encode_log`](crate::format::encode_log) (`hyperlog convert`) | the source log's value, `""` when it had none |
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Log<T> {
     /// The entry itself.
@@ -132,7 +144,7 @@ pub struct Log<T> {
 pub struct CallSite {
     /// Source file.
     pub file: Option<&'static str>,
-    /// Function path, when known.
+    /// Function path, when known (written as `""` when `None`).
     pub function: Option<&'static str>,
     /// Line number.
     pub line: Option<u32>,
@@ -186,8 +198,8 @@ pub(crate) fn write_timestamp(out: &mut Vec<u8>) {
     let secs = now.as_secs() as i64;
     let (cached, mut head) = CACHE.with(|c| c.get());
     if cached != secs {
-        let t = time::OffsetDateTime::from_unix_timestamp(secs)
-            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let at = jiff::Timestamp::from_second(secs).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+        let t = jiff::tz::TimeZone::UTC.to_datetime(at);
         head = *b"0000-00-00T00:00:00";
         put_digits(&mut head[0..4], t.year().clamp(0, 9999) as u32);
         put_digits(&mut head[5..7], t.month() as u32);
@@ -225,11 +237,9 @@ mod tests {
         assert_eq!(&s[4..5], "-");
         assert_eq!(&s[10..11], "T");
         assert_eq!(&s[19..20], ".");
-        let parsed =
-            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
-                .unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        assert!((now - parsed).whole_seconds().abs() < 60);
+        let parsed: jiff::Timestamp = s.parse().unwrap();
+        let now = jiff::Timestamp::now();
+        assert!((now.as_second() - parsed.as_second()).abs() < 60);
     }
 
     #[test]

@@ -63,52 +63,55 @@ pub(crate) fn encode_envelope<E: Serialize + ?Sized>(
     thread_id: u64,
     out: &mut Vec<u8>,
 ) -> serde_json::Result<()> {
-    write_envelope(
-        entry,
-        site.file,
-        site.function,
-        site.line,
-        Some(thread_id),
-        None,
-        out,
-    )
+    let meta = Meta {
+        file: site.file.unwrap_or_default(),
+        function: site.function.unwrap_or_default(),
+        line: site.line.unwrap_or_default(),
+        thread_id,
+        timestamp: None,
+    };
+    write_envelope(entry, &meta, out)
 }
 
-/// The envelope writer shared by the log path and [`encode_log`]; `timestamp`
-/// `None` means now.
+/// The call-site metadata of one envelope, as it is written.
+///
+/// Every field is a plain string or integer: the reference's `Log` model
+/// requires `filename`, `function_name`, `line_number`, `thread_id` and
+/// `timestamp` and refuses a whole line where any of them is null, so what is
+/// unknown is written as an empty string or 0, never as `null`.
+struct Meta<'a> {
+    file: &'a str,
+    function: &'a str,
+    line: u32,
+    thread_id: u64,
+    /// `None` means now.
+    timestamp: Option<&'a str>,
+}
+
+/// The envelope writer shared by the log path and [`encode_log`].
 fn write_envelope<E: Serialize + ?Sized>(
     entry: &E,
-    file: Option<&str>,
-    function: Option<&str>,
-    line: Option<u32>,
-    thread_id: Option<u64>,
-    timestamp: Option<Option<&str>>,
+    meta: &Meta<'_>,
     out: &mut Vec<u8>,
 ) -> serde_json::Result<()> {
     out.extend_from_slice(b"{\"entry\":");
     serde_json::to_writer(&mut *out, entry)?;
     out.extend_from_slice(b",\"filename\":");
-    write_opt_str(out, file)?;
+    serde_json::to_writer(&mut *out, meta.file)?;
     out.extend_from_slice(b",\"function_name\":");
-    write_opt_str(out, function)?;
+    serde_json::to_writer(&mut *out, meta.function)?;
     out.extend_from_slice(b",\"line_number\":");
-    match line {
-        Some(l) => out.extend_from_slice(itoa::Buffer::new().format(l).as_bytes()),
-        None => out.extend_from_slice(b"null"),
-    }
+    out.extend_from_slice(itoa::Buffer::new().format(meta.line).as_bytes());
     out.extend_from_slice(b",\"thread_id\":");
-    match thread_id {
-        Some(t) => out.extend_from_slice(itoa::Buffer::new().format(t).as_bytes()),
-        None => out.extend_from_slice(b"null"),
-    }
+    out.extend_from_slice(itoa::Buffer::new().format(meta.thread_id).as_bytes());
     out.extend_from_slice(b",\"timestamp\":");
-    match timestamp {
+    match meta.timestamp {
         None => {
             out.push(b'"');
             crate::entry::write_timestamp(out);
             out.push(b'"');
         }
-        Some(t) => write_opt_str(out, t)?,
+        Some(t) => serde_json::to_writer(&mut *out, t)?,
     }
     out.extend_from_slice(b",\"lsn\":");
     Ok(())
@@ -117,13 +120,17 @@ fn write_envelope<E: Serialize + ?Sized>(
 /// Encodes a complete [`Log`](crate::Log) as one record of `format`, exactly
 /// as a context writes it (a JSON line with its newline, or a binary record).
 ///
+/// Metadata the `Log` lacks is written as the reference's readers require it:
+/// an absent `filename`, `function_name` or `timestamp` as `""`, an absent
+/// `line_number` or `thread_id` as `0`. Only `lsn` may be `null`.
+///
 /// ```
 /// use hyperlog::{format::encode_log, Log, LogFormat, Message};
 /// let log = Log { entry: Message::info("hi"), filename: None, function_name: None,
 ///                 line_number: None, thread_id: Some(7), timestamp: None, lsn: None };
 /// let mut out = Vec::new();
 /// encode_log(LogFormat::Json, &log, &mut out).unwrap();
-/// assert_eq!(out, br#"{"entry":{"message":"hi","tags":[],"level":"INFO"},"filename":null,"function_name":null,"line_number":null,"thread_id":7,"timestamp":null,"lsn":null}
+/// assert_eq!(out, br#"{"entry":{"message":"hi","tags":[],"level":"INFO"},"filename":"","function_name":"","line_number":0,"thread_id":7,"timestamp":"","lsn":null}
 /// "#);
 /// ```
 pub fn encode_log<T: Serialize>(
@@ -132,27 +139,16 @@ pub fn encode_log<T: Serialize>(
     out: &mut Vec<u8>,
 ) -> serde_json::Result<()> {
     let mut env = Vec::with_capacity(256);
-    write_envelope(
-        &log.entry,
-        log.filename.as_deref(),
-        log.function_name.as_deref(),
-        log.line_number,
-        log.thread_id,
-        Some(log.timestamp.as_deref()),
-        &mut env,
-    )?;
+    let meta = Meta {
+        file: log.filename.as_deref().unwrap_or_default(),
+        function: log.function_name.as_deref().unwrap_or_default(),
+        line: log.line_number.unwrap_or_default(),
+        thread_id: log.thread_id.unwrap_or_default(),
+        timestamp: Some(log.timestamp.as_deref().unwrap_or_default()),
+    };
+    write_envelope(&log.entry, &meta, &mut env)?;
     finish_record(format, &env, log.lsn, out);
     Ok(())
-}
-
-fn write_opt_str(out: &mut Vec<u8>, s: Option<&str>) -> serde_json::Result<()> {
-    match s {
-        Some(s) => serde_json::to_writer(&mut *out, s),
-        None => {
-            out.extend_from_slice(b"null");
-            Ok(())
-        }
-    }
 }
 
 /// The payload length of the record [`finish_record`] would build.
