@@ -932,16 +932,54 @@ fn json_lsn(line: &[u8]) -> Option<Lsn> {
         .and_then(|o| o.lsn)
 }
 
-/// The last LSN in a log, reading only its tail when it can (the last record
-/// ends exactly at the end of the file and lies in the last 1 MiB); otherwise
-/// a full scan in `TolerateTail` mode.
+/// The last LSN in a log: of its live file, or, when the live file holds no
+/// record (absent, empty, or only preallocated zeros, as a crash right after
+/// a rotation leaves it), of its newest sealed segment that holds one. So it
+/// answers for the same log that [`read_entries`] reads.
+///
+/// A path where no log exists yet is `Ok(None)`: it is what a service asks
+/// on its first boot. A path that exists but cannot be read is an error
+/// naming it.
+///
+/// Each file is read only at its tail when it can be (the last record ends
+/// exactly at the end of the file and lies in the last 1 MiB); otherwise it
+/// is scanned whole in `TolerateTail` mode.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("never-written.wal");
+/// let last = hyperlog::get_last_lsn_blocking(&path, &hyperlog::ReadOptions::default())?;
+/// assert_eq!(last, None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub fn get_last_lsn_blocking(
     path: impl AsRef<Path>,
     options: &ReadOptions,
 ) -> Result<Option<Lsn>, Error> {
     let path = path.as_ref();
+    if let Some(last) = file_last_lsn(path, options)? {
+        return Ok(last);
+    }
+    let segments = crate::segments::try_list_segments(&*options.file_system, path)
+        .map_err(|e| Error::io("list the segments of", path, e))?;
+    for seg in segments.iter().rev() {
+        if let Some(last) = file_last_lsn(&seg.path, options)? {
+            return Ok(last);
+        }
+    }
+    Ok(None)
+}
+
+/// The LSN of the last record of one file: `None` when the file holds no
+/// record (or does not exist), `Some(lsn)` of its last record otherwise
+/// (`Some(None)` when that record carries no LSN).
+fn file_last_lsn(path: &Path, options: &ReadOptions) -> Result<Option<Option<Lsn>>, Error> {
     let fs = &*options.file_system;
-    let file = fs.open_read(path).map_err(|e| Error::io("open", path, e))?;
+    let file = match fs.open_read(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open", path, e)),
+    };
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     if len == 0 {
         return Ok(None);
@@ -967,7 +1005,7 @@ pub fn get_last_lsn_blocking(
         }
     };
     if let Some(found) = tail_lsn(&buf, start, len, format, options.max_record_size) {
-        return Ok(found);
+        return Ok(Some(found));
     }
     let sum = scan_log(
         fs,
@@ -976,7 +1014,7 @@ pub fn get_last_lsn_blocking(
         options.max_record_size,
         RecoveryMode::TolerateTail,
     )?;
-    Ok(sum.last_lsn)
+    Ok((sum.records > 0).then_some(sum.last_lsn))
 }
 
 /// Tries to find the last record within the tail window `buf` (which starts
