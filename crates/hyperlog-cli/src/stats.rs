@@ -142,6 +142,12 @@ pub fn stats(path: &Path, recovery: Recovery) -> Result<u8, Fail> {
             out.line(&format!("  <= {bucket:>9} {n:>10} {bar}"))?;
         }
     }
+    let side = hyperlog::segments::torn_side_files(&hyperlog::fs::StdFs, path)
+        .map_err(|e| crate::util::Fail::std("list the directory of", path, e))?;
+    if !side.is_empty() {
+        out.line(&format!("{b}torn-tail side files{b:#}"))?;
+        crate::verify::print_side_files(&mut out, &side)?;
+    }
     out.flush()?;
     Ok(0)
 }

@@ -47,6 +47,12 @@ pub struct Report {
     pub zero_tails: Vec<(PathBuf, u64)>,
     /// Every damaged range.
     pub damage: Vec<DamageRange>,
+    /// Torn-tail side files beside the log (`{path}.torn-{offset}`).
+    pub side_files: Vec<PathBuf>,
+    /// Sparse indexes that cannot be used (damaged: readers scan the
+    /// segment instead), with why. An index that decodes but disagrees with
+    /// its segment is damage, in `damage`.
+    pub unusable_indexes: Vec<(PathBuf, String)>,
 }
 
 impl Report {
@@ -130,11 +136,15 @@ pub fn check(path: &Path) -> Result<Report, Fail> {
             ReadOptions::new().recovery(RecoveryMode::SkipCorrupted),
         );
         let mut last = 0;
+        let mut starts: Vec<(u64, Option<Lsn>)> = Vec::new();
         for item in it.by_ref() {
             let e = item?;
             bar.inc(e.end - last);
             last = e.end;
             r.records += 1;
+            if !live {
+                starts.push((e.offset, e.lsn));
+            }
             if let Some(l) = e.lsn {
                 r.first_lsn = r.first_lsn.or(Some(l));
                 r.last_lsn = Some(l);
@@ -167,6 +177,9 @@ pub fn check(path: &Path) -> Result<Report, Fail> {
                 reason: reason_at(file, format, range.start),
             });
         }
+        if !live {
+            check_index(file, &starts, &mut r);
+        }
         // The default mode classifies: it must agree that what runs to the
         // end is a tail and anything else is corruption in the middle.
         if live {
@@ -194,7 +207,66 @@ pub fn check(path: &Path) -> Result<Report, Fail> {
         }
     }
     bar.finish_and_clear();
+    r.side_files = hyperlog::segments::torn_side_files(&hyperlog::fs::StdFs, path)
+        .map_err(|e| Fail::std("list the directory of", path, e))?;
     Ok(r)
+}
+
+/// Checks a sealed segment's sparse index against the records read from it
+/// (`starts`: offset and LSN of each intact record). Every point must name
+/// the offset where a record with that LSN starts: a point past the end of
+/// the segment means the segment lost records it held when it was sealed
+/// (seen after a power cut: an empty segment beside its surviving index).
+fn check_index(segment: &Path, starts: &[(u64, Option<Lsn>)], r: &mut Report) {
+    let idx = hyperlog::segments::index_path(segment);
+    let bytes = match std::fs::read(&idx) {
+        Ok(b) => b,
+        // No index: readers scan the segment, nothing to check.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+        Err(e) => {
+            r.unusable_indexes.push((idx, format!("unreadable: {e}")));
+            return;
+        }
+    };
+    let Some(points) = hyperlog::segments::decode_index(&bytes) else {
+        r.unusable_indexes.push((
+            idx,
+            "damaged (checksum or framing); readers scan the segment".into(),
+        ));
+        return;
+    };
+    let seg_len = std::fs::metadata(segment).map(|m| m.len()).unwrap_or(0);
+    for (lsn, offset) in points {
+        let found = starts
+            .binary_search_by_key(&offset, |s| s.0)
+            .ok()
+            .map(|i| starts[i].1);
+        let reason = match found {
+            Some(Some(l)) if l.get() == lsn => continue,
+            Some(other) => format!(
+                "its index {} says LSN {lsn} starts at offset {offset}, but the record there has LSN {}",
+                idx.display(),
+                other.map_or("none".to_string(), |l| l.get().to_string())
+            ),
+            None if offset >= seg_len => format!(
+                "the segment is {seg_len} bytes but its index {} points to LSN {lsn} at offset {offset}: records it held when sealed are gone",
+                idx.display()
+            ),
+            None => format!(
+                "its index {} says LSN {lsn} starts at offset {offset}, but no intact record starts there",
+                idx.display()
+            ),
+        };
+        r.damage.push(DamageRange {
+            file: segment.to_path_buf(),
+            offset: offset.min(seg_len),
+            end: seg_len,
+            torn: false,
+            reason,
+        });
+        // One report per segment: later points only repeat it.
+        return;
+    }
 }
 
 fn lsn_json(l: Option<Lsn>) -> Value {
@@ -229,6 +301,8 @@ pub fn to_json(path: &Path, r: &Report) -> Value {
         "bytes": r.bytes,
         "segments": r.files.iter().filter(|f| f.as_path() != path).map(|f| f.display().to_string()).collect::<Vec<_>>(),
         "zero_tail": r.zero_tails.iter().map(|(f, o)| json!({"file": f.display().to_string(), "offset": o})).collect::<Vec<_>>(),
+        "torn_side_files": r.side_files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>(),
+        "unusable_indexes": r.unusable_indexes.iter().map(|(f, why)| json!({"file": f.display().to_string(), "reason": why})).collect::<Vec<_>>(),
         "damage": r.damage.iter().map(|d| json!({
             "file": d.file.display().to_string(),
             "offset": d.offset,
@@ -284,6 +358,10 @@ pub fn verify(path: &Path, as_json: bool) -> Result<u8, Fail> {
             f.display()
         ))?;
     }
+    for (f, why) in &r.unusable_indexes {
+        out.line(&format!("  index       {} {why}", f.display()))?;
+    }
+    print_side_files(&mut out, &r.side_files)?;
     for d in &r.damage {
         let (st, kind) = if d.torn {
             (style::WARN, "torn tail")
@@ -313,4 +391,15 @@ pub fn verify(path: &Path, as_json: bool) -> Result<u8, Fail> {
     out.line(&format!("  status      {st}{word}{st:#}"))?;
     out.flush()?;
     Ok(r.exit_code())
+}
+
+/// Lists torn-tail side files and how to remove them (`verify` and `stats`).
+pub fn print_side_files(out: &mut Out, files: &[PathBuf]) -> Result<(), Fail> {
+    for f in files {
+        out.line(&format!(
+            "  side file   {} (bytes a crash left after the last intact record, cut off on open; kept as evidence, never read: inspect, then `rm` it)",
+            f.display()
+        ))?;
+    }
+    Ok(())
 }

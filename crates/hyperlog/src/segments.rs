@@ -111,6 +111,36 @@ pub fn orphan_indexes(fs: &dyn FileSystem, live: &Path) -> std::io::Result<Vec<P
         .collect())
 }
 
+/// The torn-tail side files beside the log at `live`, sorted by name.
+///
+/// When a writer opens a log whose last record is torn, it cuts the torn
+/// bytes off and keeps them in `{live}.torn-{offset}` (`.1`, `.2`, ... when
+/// that name is taken): evidence of what a crash left, never read again by
+/// hyperlog. They stay until someone removes them; `hyperlog verify` and
+/// `hyperlog stats` list them.
+pub fn torn_side_files(fs: &dyn FileSystem, live: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let dir = parent_dir(live);
+    let Some(name) = live.file_name().and_then(|n| n.to_str()) else {
+        return Ok(Vec::new());
+    };
+    let prefix = format!("{name}.torn-");
+    let mut v: Vec<PathBuf> = match fs.list_dir(&dir) {
+        Ok(names) => names
+            .into_iter()
+            .filter(|n| {
+                n.strip_prefix(&prefix)
+                    .and_then(|rest| rest.split('.').next())
+                    .is_some_and(|off| !off.is_empty() && off.bytes().all(|b| b.is_ascii_digit()))
+            })
+            .map(|n| dir.join(n))
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    v.sort();
+    Ok(v)
+}
+
 /// Checks that segment ids have no gaps and first LSNs increase; returns
 /// the first segment that breaks the chain and why.
 pub fn check_chain(segments: &[Segment]) -> Result<(), (PathBuf, String)> {
@@ -205,6 +235,63 @@ pub fn seek_offset(fs: &dyn FileSystem, segment: &Path, lsn: Lsn) -> u64 {
         0 => 0,
         i => points[i - 1].1,
     }
+}
+
+/// Cuts the preallocated zeros a crash left at the end of sealed segments.
+///
+/// Rotation trims a sealed segment's zeros on its background thread; a crash
+/// before that leaves them for good, and every reader of the segment then
+/// scans them. On open, each segment whose last byte is zero is scanned in
+/// full, and cut back to its last record only when everything after that
+/// record is zeros up to a 4 KiB boundary (the shape preallocation leaves). A
+/// segment that ends in anything else (a torn record, damage) is left as it
+/// is for `verify` and `repair` to report: this tidies, it never discards a
+/// byte that could be data. Returns the segments it trimmed, with the length
+/// each was cut to.
+pub(crate) fn trim_sealed_zeros(
+    fs: &dyn FileSystem,
+    live: &Path,
+    max_record_size: u64,
+) -> Result<Vec<(PathBuf, u64)>, crate::Error> {
+    let segments = try_list_segments(fs, live)
+        .map_err(|e| crate::Error::io("list the segments of", live, e))?;
+    let mut trimmed = Vec::new();
+    for seg in segments {
+        let path = &seg.path;
+        let file = fs
+            .open_read(path)
+            .map_err(|e| crate::Error::io("open", path, e))?;
+        let len = file.len().map_err(|e| crate::Error::io("stat", path, e))?;
+        let mut last = [0u8; 1];
+        if len == 0
+            || file
+                .read_at(&mut last, len - 1)
+                .map_err(|e| crate::Error::io("read", path, e))?
+                != 1
+            || last[0] != 0
+        {
+            continue;
+        }
+        drop(file);
+        let sum = crate::reader::scan_log(
+            fs,
+            path,
+            None,
+            max_record_size,
+            crate::RecoveryMode::TolerateTail,
+        )?;
+        let Some(data_len) = sum.zero_tail.filter(|_| sum.torn.is_none()) else {
+            continue;
+        };
+        let (mut f, _) = fs
+            .open_append(path, 0o644)
+            .map_err(|e| crate::Error::io("open", path, e))?;
+        f.truncate(data_len)
+            .and_then(|()| f.sync_data())
+            .map_err(|e| crate::Error::io("truncate", path, e))?;
+        trimmed.push((seg.path, data_len));
+    }
+    Ok(trimmed)
 }
 
 #[cfg(test)]
