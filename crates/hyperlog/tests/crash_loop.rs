@@ -219,7 +219,10 @@ fn check(dir: &Path, c: &Combo, known: &mut Known, epoch: u32, ctx: &str) {
     let mut prev: Option<(u64, Lsn)> = None;
     let mut count = 0usize;
     for item in hyperlog::read_entries_blocking::<Rec>(&path, 0, ReadOptions::default()) {
-        let (off, log, lsn) = item.unwrap_or_else(|e| panic!("{ctx}: reading the log failed: {e}"));
+        let (off, log, lsn) = item.unwrap_or_else(|e| {
+            let files = common::crash::evidence(dir, ctx);
+            panic!("{ctx}: reading the log failed: {e}\n{files}")
+        });
         count += 1;
         let lsn = lsn.unwrap_or_else(|| panic!("{ctx}: the entry at {off} has no LSN"));
         if let Some((poff, p)) = prev {
@@ -332,7 +335,12 @@ fn check(dir: &Path, c: &Combo, known: &mut Known, epoch: u32, ctx: &str) {
     wal.close_blocking()
         .unwrap_or_else(|e| panic!("{ctx}: closing after the append failed: {e}"));
     let again = hyperlog::read_entries_blocking::<Rec>(&path, 0, ReadOptions::default())
-        .map(|i| i.unwrap_or_else(|e| panic!("{ctx}: re-reading failed: {e}")))
+        .map(|i| {
+            i.unwrap_or_else(|e| {
+                let files = common::crash::evidence(dir, ctx);
+                panic!("{ctx}: re-reading failed: {e}\n{files}")
+            })
+        })
         .collect::<Vec<_>>();
     assert_eq!(
         again.len(),

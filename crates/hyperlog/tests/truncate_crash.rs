@@ -410,12 +410,19 @@ fn run_child(dir: &Path, c: &Combo, seed: u64, epoch: u32, ctx: &str) -> ChildRe
     rep
 }
 
+/// The directory a log lives in.
+fn parent(path: &Path) -> &Path {
+    path.parent().unwrap_or(Path::new("."))
+}
+
 /// Reads the whole log (segments, then the live file); any error fails.
 fn read_all(path: &Path, ctx: &str) -> Vec<(Rec, Lsn)> {
     hyperlog::read_entries_blocking::<Rec>(path, 0, ReadOptions::default())
         .map(|item| {
-            let (off, log, lsn) =
-                item.unwrap_or_else(|e| panic!("{ctx}: reading the log failed: {e}"));
+            let (off, log, lsn) = item.unwrap_or_else(|e| {
+                let files = common::crash::evidence(parent(path), ctx);
+                panic!("{ctx}: reading the log failed: {e}\n{files}")
+            });
             let lsn = lsn.unwrap_or_else(|| panic!("{ctx}: the entry at {off} has no LSN"));
             (log.entry, lsn)
         })

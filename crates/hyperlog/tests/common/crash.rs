@@ -309,3 +309,44 @@ impl<T: Send + 'static> Child<T> {
         self.lines.try_iter().collect()
     }
 }
+
+/// Keeps a copy of a crash test's log directory for the failure at hand and
+/// describes it: each file with its size, and where the copy is
+/// (`{CARGO_TARGET_TMPDIR}/crash-evidence/...`, which outlives the test's
+/// scratch directory). Called on the way to a panic, so it never panics
+/// itself: what it cannot copy it says.
+pub fn evidence(dir: &Path, label: &str) -> String {
+    use std::fmt::Write as _;
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let safe: String = label
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .take(60)
+        .collect();
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("crash-evidence")
+        .join(format!("{safe}-{}-{n}", std::process::id()));
+    let mut out = String::new();
+    let mut names: Vec<_> = match std::fs::read_dir(dir) {
+        Ok(d) => d.filter_map(Result::ok).collect(),
+        Err(e) => return format!("(listing {} failed: {e})", dir.display()),
+    };
+    names.sort_by_key(std::fs::DirEntry::file_name);
+    let copied = std::fs::create_dir_all(&keep);
+    for e in names {
+        let len = e.metadata().map_or(0, |m| m.len());
+        let _ = write!(out, "\n  {:>10}  {}", len, e.file_name().to_string_lossy());
+        if copied.is_ok() {
+            let _ = std::fs::copy(e.path(), keep.join(e.file_name()));
+        }
+    }
+    match copied {
+        Ok(()) => format!(
+            "files in {}:{out}\n  copied to {}",
+            dir.display(),
+            keep.display()
+        ),
+        Err(e) => format!("files in {}:{out}\n  (not copied: {e})", dir.display()),
+    }
+}
