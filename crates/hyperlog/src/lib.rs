@@ -156,12 +156,12 @@ pub mod segments;
 pub mod template;
 mod writer;
 
-#[cfg(any(feature = "tracing", feature = "log"))]
-pub use adapters::EcosystemEvent;
 #[cfg(feature = "tracing")]
 pub use adapters::HyperlogLayer;
 #[cfg(feature = "log")]
 pub use adapters::HyperlogLogger;
+#[cfg(any(feature = "tracing", feature = "log"))]
+pub use adapters::{EcosystemEvent, SpanFields};
 pub use entry::{CallSite, Entry, Log, Message};
 pub use error::{Error, Result};
 pub use format::LogFormat;
