@@ -828,3 +828,63 @@ fn convert_fills_in_what_an_older_log_left_null() {
     );
     assert_eq!(logs[1].entry.message.as_deref(), Some("b"));
 }
+
+#[test]
+fn verify_checks_segments_against_their_index_and_lists_side_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    let opts = || {
+        ContextOptions::new()
+            .path(&path)
+            .durability(DurabilityMode::FsyncBatch)
+            .format(LogFormat::Binary)
+            .enable_lsn(true)
+            .retention_policy(RetentionPolicy::new().max_size(16 * 1024))
+    };
+    let logger = Logger::new();
+    let ctx = logger.context_with_blocking("wal", opts()).unwrap();
+    for i in 0..600 {
+        ctx.log_blocking(Message::info(format!("command {i:05}")))
+            .unwrap();
+    }
+    logger.close_blocking().unwrap();
+    let segments = hyperlog::segments::list_segments(&hyperlog::fs::StdFs, &path);
+    assert!(segments.len() >= 2);
+    assert!(hyperlog::segments::index_path(&segments[0].path).exists());
+    assert_eq!(run(&[&"verify", &path]).status.code(), Some(0));
+
+    // A crash left a torn record: the next open cuts it into a side file.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .unwrap();
+    f.write_all(b"\x01\x02\x03 half a record").unwrap();
+    drop(f);
+    let logger = Logger::new();
+    logger.context_with_blocking("wal", opts()).unwrap();
+    logger.close_blocking().unwrap();
+    let side = hyperlog::segments::torn_side_files(&hyperlog::fs::StdFs, &path).unwrap();
+    assert_eq!(side.len(), 1, "{side:?}");
+    let o = run(&[&"verify", &path]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("side file"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains(&*side[0].to_string_lossy()),
+        "{}",
+        stdout(&o)
+    );
+    let j: serde_json::Value =
+        serde_json::from_str(&stdout(&run(&[&"verify", &path, &"--json"]))).unwrap();
+    assert_eq!(j["torn_side_files"][0], side[0].to_string_lossy().as_ref());
+    assert!(stdout(&run(&[&"stats", &path])).contains("side file"));
+
+    // A power cut that kept a segment's index but not its records.
+    std::fs::write(&segments[0].path, b"").unwrap();
+    let o = run(&[&"verify", &path]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("records it held when sealed are gone"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -246,52 +246,72 @@ pub fn seek_offset(fs: &dyn FileSystem, segment: &Path, lsn: Lsn) -> u64 {
 /// record is zeros up to a 4 KiB boundary (the shape preallocation leaves). A
 /// segment that ends in anything else (a torn record, damage) is left as it
 /// is for `verify` and `repair` to report: this tidies, it never discards a
-/// byte that could be data. Returns the segments it trimmed, with the length
-/// each was cut to.
+/// byte that could be data. A segment that cannot be read or cut goes to
+/// `on_error` and the others are still tidied. Returns the segments it
+/// trimmed, with the length each was cut to.
 pub(crate) fn trim_sealed_zeros(
     fs: &dyn FileSystem,
     live: &Path,
     max_record_size: u64,
-) -> Result<Vec<(PathBuf, u64)>, crate::Error> {
-    let segments = try_list_segments(fs, live)
-        .map_err(|e| crate::Error::io("list the segments of", live, e))?;
-    let mut trimmed = Vec::new();
-    for seg in segments {
-        let path = &seg.path;
-        let file = fs
-            .open_read(path)
-            .map_err(|e| crate::Error::io("open", path, e))?;
-        let len = file.len().map_err(|e| crate::Error::io("stat", path, e))?;
-        let mut last = [0u8; 1];
-        if len == 0
-            || file
-                .read_at(&mut last, len - 1)
-                .map_err(|e| crate::Error::io("read", path, e))?
-                != 1
-            || last[0] != 0
-        {
-            continue;
+    on_error: &mut dyn FnMut(crate::Error),
+) -> Vec<(PathBuf, u64)> {
+    let segments = match try_list_segments(fs, live) {
+        Ok(s) => s,
+        Err(e) => {
+            on_error(crate::Error::io("list the segments of", live, e));
+            return Vec::new();
         }
-        drop(file);
-        let sum = crate::reader::scan_log(
-            fs,
-            path,
-            None,
-            max_record_size,
-            crate::RecoveryMode::TolerateTail,
-        )?;
-        let Some(data_len) = sum.zero_tail.filter(|_| sum.torn.is_none()) else {
-            continue;
-        };
-        let (mut f, _) = fs
-            .open_append(path, 0o644)
-            .map_err(|e| crate::Error::io("open", path, e))?;
-        f.truncate(data_len)
-            .and_then(|()| f.sync_data())
-            .map_err(|e| crate::Error::io("truncate", path, e))?;
-        trimmed.push((seg.path, data_len));
+    };
+    segments
+        .into_iter()
+        .filter_map(|seg| match trim_one(fs, &seg.path, max_record_size) {
+            Ok(cut) => cut.map(|len| (seg.path, len)),
+            Err(e) => {
+                on_error(e);
+                None
+            }
+        })
+        .collect()
+}
+
+/// [`trim_sealed_zeros`] for one segment: the length it was cut to, if cut.
+fn trim_one(
+    fs: &dyn FileSystem,
+    path: &Path,
+    max_record_size: u64,
+) -> Result<Option<u64>, crate::Error> {
+    let file = fs
+        .open_read(path)
+        .map_err(|e| crate::Error::io("open", path, e))?;
+    let len = file.len().map_err(|e| crate::Error::io("stat", path, e))?;
+    let mut last = [0u8; 1];
+    if len == 0
+        || file
+            .read_at(&mut last, len - 1)
+            .map_err(|e| crate::Error::io("read", path, e))?
+            != 1
+        || last[0] != 0
+    {
+        return Ok(None);
     }
-    Ok(trimmed)
+    drop(file);
+    let sum = crate::reader::scan_log(
+        fs,
+        path,
+        None,
+        max_record_size,
+        crate::RecoveryMode::TolerateTail,
+    )?;
+    let Some(data_len) = sum.zero_tail.filter(|_| sum.torn.is_none()) else {
+        return Ok(None);
+    };
+    let (mut f, _) = fs
+        .open_append(path, 0o644)
+        .map_err(|e| crate::Error::io("open", path, e))?;
+    f.truncate(data_len)
+        .and_then(|()| f.sync_data())
+        .map_err(|e| crate::Error::io("truncate", path, e))?;
+    Ok(Some(data_len))
 }
 
 #[cfg(test)]

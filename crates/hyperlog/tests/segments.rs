@@ -434,3 +434,72 @@ fn rotation_leaves_finished_segments_and_no_prepared_file_after_close() {
         "a prepared file outlived the close: {names:?}"
     );
 }
+
+#[test]
+fn zeros_a_crash_left_in_sealed_segments_are_trimmed_on_open_and_damage_is_not() {
+    // The state a crash between sealing a segment and trimming it leaves:
+    // the segment still ends in the zeros preallocated for it.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    for format in [LogFormat::Binary, LogFormat::Json] {
+        let _ = std::fs::remove_dir_all(dir.path());
+        std::fs::create_dir_all(dir.path()).unwrap();
+        let lsns = write(&path, format, 0, 300);
+        let segments = list_segments(&hyperlog::fs::StdFs, &path);
+        assert!(segments.len() >= 3, "{format:?}");
+        let pad = |p: &Path, damage: bool| -> (u64, u64) {
+            let mut bytes = std::fs::read(p).unwrap();
+            let data = bytes.len() as u64;
+            let padded = (data / 4096 + 1) * 4096 + 64 * 1024;
+            bytes.resize(padded as usize, 0);
+            if damage {
+                // One stray byte among the zeros: not preallocation.
+                bytes[padded as usize - 100] = 0x5a;
+            }
+            std::fs::write(p, &bytes).unwrap();
+            (data, padded)
+        };
+        let (data0, _) = pad(&segments[0].path, false);
+        let (data1, _) = pad(&segments[1].path, false);
+        let (_, padded2) = pad(&segments[2].path, true);
+
+        // Reopen (and append one more entry).
+        let logger = Logger::new();
+        let ctx = logger
+            .context_with_blocking("wal", options(&path, format))
+            .unwrap();
+        let more = ctx
+            .log_blocking(Cmd {
+                level: LogLevel::Info,
+                message: None,
+                n: 300,
+            })
+            .unwrap()
+            .unwrap();
+        logger.close_blocking().unwrap();
+
+        let len = |p: &Path| std::fs::metadata(p).unwrap().len();
+        assert_eq!(len(&segments[0].path), data0, "{format:?}: trimmed");
+        assert_eq!(len(&segments[1].path), data1, "{format:?}: trimmed");
+        assert_eq!(
+            len(&segments[2].path),
+            padded2,
+            "{format:?}: a segment whose tail is not only zeros is left for verify"
+        );
+        // Nothing was lost in the trimmed segments: restore the damaged one
+        // and every entry reads back, in order.
+        let mut bytes = std::fs::read(&segments[2].path).unwrap();
+        let at = bytes.len() - 100;
+        bytes[at] = 0;
+        std::fs::write(&segments[2].path, &bytes).unwrap();
+        let read_back = read(&path, ReadOptions::default()).unwrap();
+        let mut want: Vec<(u32, Lsn)> = lsns
+            .iter()
+            .copied()
+            .enumerate()
+            .map(|(i, l)| (i as u32, l))
+            .collect();
+        want.push((300, more));
+        assert_eq!(read_back, want, "{format:?}");
+    }
+}

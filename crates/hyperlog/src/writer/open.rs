@@ -90,6 +90,15 @@ impl Writer {
                             reason,
                         });
                     }
+                    // Zeros a crash left in sealed segments before rotation
+                    // trimmed them: tidied now; what cannot be goes to the
+                    // error handler and does not stop the open.
+                    crate::segments::trim_sealed_zeros(
+                        &*fs,
+                        &path,
+                        cfg.max_record_size,
+                        &mut |e| shared.handle_error(&e),
+                    );
                     if report.last_lsn.is_none()
                         && let (Some(g), Some(last)) = (lsn.as_mut(), segments.last())
                     {
