@@ -40,15 +40,22 @@ fn with_lsn(payload: &[u8], lsn: Option<Lsn>) -> Vec<u8> {
 }
 
 /// The call-site fields the Python reference requires as a string or an
-/// integer (its reader refuses a line where any is `null` or missing), and
-/// what stands in for an unknown one.
-const REQUIRED: [(&str, fn() -> Value); 5] = [
-    ("filename", || Value::from("")),
-    ("function_name", || Value::from("")),
-    ("line_number", || Value::from(0)),
-    ("thread_id", || Value::from(0)),
-    ("timestamp", || Value::from("")),
+/// integer (its reader refuses a line where any is `null` or missing).
+const REQUIRED: [&str; 5] = [
+    "filename",
+    "function_name",
+    "line_number",
+    "thread_id",
+    "timestamp",
 ];
+
+/// What stands in for an unknown required field: what hyperlog writes.
+fn unknown(field: &str) -> Value {
+    match field {
+        "line_number" | "thread_id" => Value::from(0),
+        _ => Value::from(""),
+    }
+}
 
 /// A JSON line for `payload`: its `lsn` set to the binary header's, and any
 /// required field a log from an older hyperlog or another tool left `null`
@@ -70,9 +77,9 @@ fn json_line(payload: &[u8], lsn: Option<Lsn>) -> Vec<u8> {
     }
     match serde_json::from_slice::<Value>(payload) {
         Ok(Value::Object(mut m)) => {
-            for (key, unknown) in REQUIRED {
+            for key in REQUIRED {
                 if m.get(key).is_none_or(Value::is_null) {
-                    m.insert(key.into(), unknown());
+                    m.insert(key.into(), unknown(key));
                 }
             }
             if let Some(l) = lsn {

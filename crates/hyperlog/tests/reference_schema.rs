@@ -113,7 +113,8 @@ fn every_entry_point_writes_lines_the_reference_reads() {
     hyperlog::fatal!(blocking: ctx, "blocking fatal!").unwrap();
     want.push(("blocking fatal!", here(f)));
     // Inside a closure: the enclosing function's path, without `{{closure}}`.
-    (|| hyperlog::info!(blocking: ctx, "in a closure"))().unwrap();
+    let in_closure = || hyperlog::info!(blocking: ctx, "in a closure");
+    in_closure().unwrap();
     want.push(("in a closure", here(f)));
 
     #[cfg(feature = "tracing")]
