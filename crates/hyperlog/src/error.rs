@@ -4,6 +4,7 @@
 //! concerns damage names the byte offset where the damage starts, so that an
 //! operator can act on the message alone.
 
+use crate::Lsn;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -153,6 +154,35 @@ pub enum Error {
         context: String,
         /// The model asked for.
         model: String,
+    },
+
+    /// A segment a reader still had to read was deleted (by
+    /// `truncate_before` or retention) while it read the log: what it
+    /// returned before this error is a gapless run of the log, but it cannot
+    /// go on without skipping entries.
+    #[error(
+        "segment {segment} of {path} was deleted (truncate_before or retention) while a reader still had to read it"
+    )]
+    SegmentRemoved {
+        /// The log's path (its live file).
+        path: PathBuf,
+        /// The id of the segment that is gone.
+        segment: u64,
+    },
+
+    /// Reading or following from an LSN that `truncate_before` (or
+    /// retention) has already removed: starting at the oldest entry left
+    /// would skip entries silently.
+    #[error(
+        "cannot read {path} from LSN {from}: the entries below LSN {first} were removed (truncate_before or retention)"
+    )]
+    BelowTruncation {
+        /// The log's path (its live file).
+        path: PathBuf,
+        /// The LSN asked for.
+        from: Lsn,
+        /// The oldest LSN the log still holds.
+        first: Lsn,
     },
 
     /// Entries were dropped because the queue was full and the context was

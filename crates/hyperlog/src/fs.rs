@@ -80,6 +80,19 @@ pub trait FileAllocator: Send {
     fn allocate(&mut self, len: u64) -> io::Result<bool>;
 }
 
+/// Which file a path or an open file is: the device and inode on Unix.
+///
+/// Readers of a log that is being written use it to tell whether the file
+/// they hold open is still the live file, or was renamed into a sealed
+/// segment by rotation (see [`crate::reader`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FileId {
+    /// The device the file is on.
+    pub dev: u64,
+    /// Its inode number on that device.
+    pub ino: u64,
+}
+
 /// A file opened for reading.
 #[allow(clippy::len_without_is_empty)]
 pub trait ReadableFile: Send {
@@ -88,6 +101,12 @@ pub trait ReadableFile: Send {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
     /// The current length of the file.
     fn len(&self) -> io::Result<u64>;
+
+    /// Which file this is, when the file system can tell (the default:
+    /// `None`, and readers then go by the names in the directory alone).
+    fn identity(&self) -> Option<FileId> {
+        None
+    }
 
     /// Reads up to `len` bytes from `offset`, retrying short reads; fewer
     /// only at the end of the file.
@@ -127,6 +146,13 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     /// Writes a whole new file (used for side files that keep cut bytes),
     /// synced before it returns.
     fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> io::Result<()>;
+
+    /// Which file `path` names now, when the file system can tell (the
+    /// default: `None`); see [`ReadableFile::identity`].
+    fn identity(&self, path: &Path) -> io::Result<Option<FileId>> {
+        let _ = path;
+        Ok(None)
+    }
 
     /// The names of the entries of directory `dir` (for finding a log's
     /// archives). The default reads the real disk.
@@ -242,6 +268,23 @@ impl ReadableFile for StdReadable {
     fn len(&self) -> io::Result<u64> {
         Ok(self.0.metadata()?.len())
     }
+    fn identity(&self) -> Option<FileId> {
+        self.0.metadata().ok().and_then(|m| file_id(&m))
+    }
+}
+
+#[cfg(unix)]
+fn file_id(m: &std::fs::Metadata) -> Option<FileId> {
+    use std::os::unix::fs::MetadataExt;
+    Some(FileId {
+        dev: m.dev(),
+        ino: m.ino(),
+    })
+}
+
+#[cfg(not(unix))]
+fn file_id(_: &std::fs::Metadata) -> Option<FileId> {
+    None
 }
 
 fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<usize> {
@@ -279,6 +322,9 @@ impl FileSystem for StdFs {
     }
     fn open_read(&self, path: &Path) -> io::Result<Box<dyn ReadableFile>> {
         Ok(Box::new(StdReadable(File::open(path)?)))
+    }
+    fn identity(&self, path: &Path) -> io::Result<Option<FileId>> {
+        Ok(file_id(&std::fs::metadata(path)?))
     }
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         std::fs::create_dir_all(path)

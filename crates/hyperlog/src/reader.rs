@@ -187,6 +187,12 @@ impl Scanner {
         Ok(s)
     }
 
+    /// [`Scanner::seek`], by value.
+    fn seeked(mut self, offset: u64) -> Result<Scanner, Error> {
+        self.seek(offset)?;
+        Ok(self)
+    }
+
     /// Starts at `offset`, which must be the start of a record.
     pub fn seek(&mut self, offset: u64) -> Result<(), Error> {
         let not_boundary = |path: &Path| Error::NotARecordBoundary {
@@ -247,11 +253,42 @@ impl Scanner {
                 .read_at(&mut self.buf[have..], at + have as u64)
                 .map_err(|e| Error::io("read", &self.path, e))?;
             if n == 0 {
+                // The file ends before the length it had: it was cut while
+                // being read (rotation trimming a sealed segment's zeros, a
+                // writer cutting a failed write back). What is gone is not
+                // there to read; every loop bounded by `len` then ends.
+                self.len = at + have as u64;
                 break;
             }
             have += n;
         }
         self.buf.truncate(have);
+        Ok(())
+    }
+
+    /// Looks again at a file that is still being written, after the scan
+    /// ended at its end: takes its current length, and forgets a torn or
+    /// zero-filled tail found there (it may be a record still being written,
+    /// or preallocated space since written), so that reading goes on from
+    /// the end of the last intact record. Bytes buffered from past that end
+    /// are dropped: they may have been zeros that were written over since.
+    pub fn refresh(&mut self) -> Result<(), Error> {
+        if let Some(t) = self.torn.take() {
+            self.pos = self.pos.min(t.offset);
+            if self.skipped.last().is_some_and(|r| r.start == t.offset) {
+                self.skipped.pop();
+            }
+        }
+        if let Some(z) = self.zero_tail.take() {
+            self.pos = self.pos.min(z);
+        }
+        self.len = self
+            .file
+            .len()
+            .map_err(|e| Error::io("stat", &self.path, e))?;
+        self.done = false;
+        self.buf.clear();
+        self.buf_off = self.pos;
         Ok(())
     }
 
@@ -471,6 +508,16 @@ impl Scanner {
     }
 }
 
+/// The sealed segments of the log at `live`, or an error naming it.
+fn list(fs: &dyn FileSystem, live: &Path) -> Result<Vec<crate::segments::Segment>, Error> {
+    crate::segments::try_list_segments(fs, live)
+        .map_err(|e| Error::io("list the directory of", live, e))
+}
+
+fn missing(path: &Path) -> Error {
+    Error::io("open", path, std::io::ErrorKind::NotFound.into())
+}
+
 fn memchr_from(w: &[u8], from: usize) -> Option<usize> {
     w.get(from..)?
         .iter()
@@ -484,83 +531,261 @@ pub type ReadItem<T> = (u64, Log<T>, Option<Lsn>);
 /// The files of a log read in order (a segmented WAL's sealed segments,
 /// then its live file; or the one file), walked record by record. Shared by
 /// the typed and the raw readers.
+///
+/// # Reading a log that is being written
+///
+/// A writer may append to the live file, rotate it (rename it into segment
+/// `k + 1`, then put a fresh live file in its place), trim a sealed
+/// segment's preallocated zeros, and delete the oldest segments
+/// (`truncate_before`, retention), all while a reader walks the log. The
+/// chain returns a prefix of the log (every entry once, in order, up to some
+/// point) or an error, because it never decides from one listing of the
+/// directory what comes next:
+///
+/// - After a sealed segment `k` it lists the directory again and reads the
+///   lowest segment above `k`. Segment ids have no gaps, so when that is not
+///   `k + 1`, segment `k + 1` was deleted under the reader: an error, never
+///   a silent skip.
+/// - When no segment above `k` exists it opens the live file, *then* lists
+///   again. A rotation renames the live file into the next segment before a
+///   new live file exists, so a live file opened before a listing that shows
+///   no new segment is the file that comes after `k`; if the listing does
+///   show one, the live file is put back and the segment is read first.
+/// - At the end of the live file it asks whether the file it holds is still
+///   the one at the log's path (same device and inode,
+///   [`FileSystem::identity`]). If so, the log ends there for now. If not,
+///   the file was sealed while being read: the open handle is read on to
+///   the file's final end (a sealed file is no longer written) and the walk
+///   continues after the segment it became. A file system that cannot tell
+///   identities falls back to the names: the file held open became segment
+///   `k + 1` when that segment appeared.
+/// - A file that shrinks under the reader (zeros trimmed) ends where it now
+///   ends, instead of being waited for.
 struct Chain {
     scanner: Option<Scanner>,
-    /// Files still to read after the current one.
-    rest: std::collections::VecDeque<PathBuf>,
     options: Option<ReadOptions>,
     pending_error: Option<Error>,
+    /// Where the walk is in a segmented log (`None`: one file only).
+    log: Option<Walk>,
+}
+
+/// The position of a [`Chain`] in a segmented log.
+struct Walk {
+    /// The log's path: its live file.
+    live: PathBuf,
+    /// The id of the last segment read (or being read); 0 before any.
+    segment: u64,
+    /// Whether the file being read was the live file when it was opened.
+    on_live: bool,
 }
 
 impl Chain {
+    fn failed(e: Error) -> Chain {
+        Chain {
+            scanner: None,
+            options: None,
+            pending_error: Some(e),
+            log: None,
+        }
+    }
+
     /// Opens the log at `path` at `from_offset` (in the first file read);
     /// with `from_lsn`, a segmented log starts at the segment its names
     /// select, at the point its sparse index gives.
     fn open(path: &Path, from_offset: u64, options: ReadOptions, segmented: bool) -> Chain {
-        let fail = |e: Error| Chain {
-            scanner: None,
-            rest: Default::default(),
-            options: None,
-            pending_error: Some(e),
-        };
-        let segments = if segmented {
-            match crate::segments::try_list_segments(&*options.file_system, path) {
-                Ok(s) => s,
-                Err(e) => return fail(Error::io("list the directory of", path, e)),
-            }
-        } else {
-            Vec::new()
-        };
-        let mut files: std::collections::VecDeque<PathBuf> = Default::default();
-        if !segments.is_empty() {
-            if let Err((p, reason)) = crate::segments::check_chain(&segments)
-                && options.recovery != RecoveryMode::SkipCorrupted
-            {
-                return fail(Error::Corrupt {
-                    path: p,
-                    offset: 0,
-                    reason,
-                });
-            }
-            // Seeking an LSN starts at the last segment that begins at or below it.
-            let start = match options.from_lsn {
-                Some(l) => segments
-                    .iter()
-                    .rposition(|s| s.first_lsn.is_some_and(|f| f <= l))
-                    .unwrap_or(0),
-                None => 0,
-            };
-            files.extend(segments[start..].iter().map(|s| s.path.clone()));
-            if options.file_system.exists(path) {
-                files.push_back(path.to_path_buf());
-            }
-        } else {
-            files.push_back(path.to_path_buf());
+        match Self::try_open(path, from_offset, options, segmented) {
+            Ok(c) => c,
+            Err(e) => Self::failed(e),
         }
-        let first = files.pop_front().unwrap_or_else(|| path.to_path_buf());
-        // In a sealed segment, the sparse index finds where to start.
-        let from_offset = match options.from_lsn {
-            Some(l) if from_offset == 0 && first != path => {
-                crate::segments::seek_offset(&*options.file_system, &first, l)
-            }
-            _ => from_offset,
-        };
-        let opened = Scanner::open(
-            &*options.file_system,
-            &first,
-            options.format,
-            options.max_record_size,
-            options.recovery,
-        )
-        .and_then(|mut s| s.seek(from_offset).map(|()| s));
-        match opened {
-            Ok(s) => Chain {
+    }
+
+    fn try_open(
+        path: &Path,
+        from_offset: u64,
+        options: ReadOptions,
+        segmented: bool,
+    ) -> Result<Chain, Error> {
+        let fs = options.file_system.clone();
+        if !segmented {
+            let s = Self::scan(&options, path)?.seeked(from_offset)?;
+            return Ok(Chain {
                 scanner: Some(s),
-                rest: files,
                 options: Some(options),
                 pending_error: None,
-            },
-            Err(e) => fail(e),
+                log: None,
+            });
+        }
+        let segments = list(&*fs, path)?;
+        if let Err((p, reason)) = crate::segments::check_chain(&segments)
+            && options.recovery != RecoveryMode::SkipCorrupted
+        {
+            return Err(Error::Corrupt {
+                path: p,
+                offset: 0,
+                reason,
+            });
+        }
+        // Seeking an LSN starts at the last segment that begins at or below it.
+        let start = match options.from_lsn {
+            Some(l) => segments
+                .iter()
+                .rposition(|s| s.first_lsn.is_some_and(|f| f <= l))
+                .unwrap_or(0),
+            None => 0,
+        };
+        let mut chain = Chain {
+            scanner: None,
+            options: Some(options),
+            pending_error: None,
+            log: Some(Walk {
+                live: path.to_path_buf(),
+                segment: segments.get(start).map_or(0, |s| s.id.saturating_sub(1)),
+                on_live: false,
+            }),
+        };
+        if !chain.advance(true)? {
+            // No segment and no live file: the error opening it gives (or,
+            // if it was created just now, the file).
+            let o = chain.options.as_ref().ok_or_else(|| missing(path))?;
+            chain.scanner = Some(Self::scan(o, path)?);
+            if let Some(w) = chain.log.as_mut() {
+                w.on_live = true;
+            }
+        }
+        if let (Some(s), Some(o)) = (chain.scanner.as_mut(), chain.options.as_ref()) {
+            // In a sealed segment, the sparse index finds where to start.
+            let from_offset = match o.from_lsn {
+                Some(l) if from_offset == 0 && s.path != path => {
+                    crate::segments::seek_offset(&*o.file_system, &s.path, l)
+                }
+                _ => from_offset,
+            };
+            s.seek(from_offset)?;
+        }
+        Ok(chain)
+    }
+
+    /// A scanner over `path` with the chain's options.
+    fn scan(o: &ReadOptions, path: &Path) -> Result<Scanner, Error> {
+        Scanner::open(
+            &*o.file_system,
+            path,
+            o.format,
+            o.max_record_size,
+            o.recovery,
+        )
+    }
+
+    /// Opens the next file of a segmented log (see the type's docs):
+    /// `Ok(false)` when there is none (the log ends here, for now). `first`:
+    /// this opens the first file, so the lowest segment there is starts the
+    /// walk wherever it is.
+    fn advance(&mut self, first: bool) -> Result<bool, Error> {
+        let (Some(o), Some(walk)) = (self.options.as_ref(), self.log.as_mut()) else {
+            return Ok(false);
+        };
+        let fs = &*o.file_system;
+        let mut live = None;
+        loop {
+            let segments = list(fs, &walk.live)?;
+            if let Some(seg) = segments.iter().find(|s| s.id > walk.segment) {
+                if !first && seg.id != walk.segment + 1 && o.recovery != RecoveryMode::SkipCorrupted
+                {
+                    return Err(Error::SegmentRemoved {
+                        path: walk.live.clone(),
+                        segment: walk.segment + 1,
+                    });
+                }
+                // A live file opened before this listing comes after it.
+                drop(live.take());
+                let scanner = match Self::scan(o, &seg.path) {
+                    Ok(s) => s,
+                    // Deleted since the listing: before the walk began, the
+                    // log simply starts later; after, entries would be lost.
+                    Err(Error::Io { source, .. })
+                        if source.kind() == std::io::ErrorKind::NotFound =>
+                    {
+                        if first {
+                            continue;
+                        }
+                        return Err(Error::SegmentRemoved {
+                            path: walk.live.clone(),
+                            segment: seg.id,
+                        });
+                    }
+                    Err(e) => return Err(e),
+                };
+                walk.segment = seg.id;
+                walk.on_live = false;
+                self.scanner = Some(scanner);
+                return Ok(true);
+            }
+            if let Some(s) = live.take() {
+                walk.on_live = true;
+                self.scanner = Some(s);
+                return Ok(true);
+            }
+            match Self::scan(o, &walk.live) {
+                Ok(s) => live = Some(s),
+                // Between a rotation's two renames, or never created: look
+                // at the segments once more, then the log ends here.
+                Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+                    let again = list(fs, &walk.live)?;
+                    if again.iter().any(|s| s.id > walk.segment) {
+                        continue;
+                    }
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// At the end of the live file: whether the file being read is still
+    /// the live file. When it was sealed meanwhile, the scanner is set to
+    /// read it on to its final end and the walk records the segment it
+    /// became.
+    fn live_was_sealed(&mut self) -> Result<bool, Error> {
+        let (Some(o), Some(walk), Some(s)) = (
+            self.options.as_ref(),
+            self.log.as_mut(),
+            self.scanner.as_mut(),
+        ) else {
+            return Ok(false);
+        };
+        let fs = &*o.file_system;
+        let held = s.file.identity();
+        let at_path = match fs.identity(&walk.live) {
+            Ok(id) => id,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::io("stat", &walk.live, e)),
+        };
+        let segments = list(fs, &walk.live)?;
+        let became = match held {
+            Some(h) if at_path == Some(h) => return Ok(false),
+            Some(h) => segments
+                .iter()
+                .filter(|seg| seg.id > walk.segment)
+                .find(|seg| fs.identity(&seg.path).ok().flatten() == Some(h))
+                .map(|seg| seg.id),
+            // Identities unknown: the held file became the next segment
+            // when that segment appeared.
+            None => segments
+                .iter()
+                .find(|seg| seg.id == walk.segment + 1)
+                .map(|seg| seg.id),
+        };
+        match became {
+            Some(id) => {
+                walk.segment = id;
+                walk.on_live = false;
+                s.refresh()?;
+                Ok(true)
+            }
+            // Neither live nor a segment: deleted under the reader, or a
+            // file system that cannot tell; either way nothing follows it
+            // that this walk can place.
+            None => Ok(false),
         }
     }
 
@@ -570,11 +795,15 @@ impl Chain {
 
     /// Moves on to the next file. A sealed segment was complete and synced
     /// before it was sealed, so one that ends torn is damage (except in
-    /// `SkipCorrupted` mode).
+    /// `SkipCorrupted` mode). At the end of the live file, reading goes on
+    /// only if the file was sealed while it was read.
     fn next_file(&mut self) -> Result<bool, Error> {
-        let Some(next) = self.rest.pop_front() else {
+        let Some(walk) = self.log.as_ref() else {
             return Ok(false);
         };
+        if walk.on_live {
+            return self.live_was_sealed();
+        }
         let Some(opts) = self.options.as_ref() else {
             return Ok(false);
         };
@@ -588,14 +817,20 @@ impl Chain {
                 reason: format!("a sealed segment ends in damage: {}", t.reason),
             });
         }
-        self.scanner = Some(Scanner::open(
-            &*opts.file_system,
-            &next,
-            opts.format,
-            opts.max_record_size,
-            opts.recovery,
-        )?);
-        Ok(true)
+        self.advance(false)
+    }
+
+    /// After the walk ended at the end of the live file: looks again, so
+    /// that what was written since is read (see [`Scanner::refresh`]).
+    fn refresh(&mut self) -> Result<(), Error> {
+        if self.pending_error.is_some() {
+            return Ok(());
+        }
+        match (self.scanner.as_mut(), self.log.as_ref()) {
+            (Some(s), Some(w)) if w.on_live => s.refresh(),
+            (Some(s), None) => s.refresh(),
+            _ => Ok(()),
+        }
     }
 
     /// The next intact record across files, with its LSN (header, else the
@@ -675,6 +910,28 @@ impl<T> std::fmt::Debug for EntryIter<T> {
 }
 
 impl<T> EntryIter<T> {
+    /// After iteration ended at the end of a log that is still being
+    /// written: looks again, so that later calls to `next` yield what was
+    /// written since (across rotations, each entry once, in order). It
+    /// reads the disk; to wait for new entries of a context in this process
+    /// without polling, use [`Context::follow`](crate::Context::follow).
+    ///
+    /// ```no_run
+    /// # use hyperlog::{Message, ReadOptions};
+    /// let mut it = hyperlog::read_entries_blocking::<Message>("data/node.wal", 0, ReadOptions::default());
+    /// loop {
+    ///     for item in it.by_ref() {
+    ///         let (_, log, lsn) = item?;
+    ///         println!("{lsn:?} {:?}", log.entry.message);
+    ///     }
+    ///     std::thread::sleep(std::time::Duration::from_millis(200));
+    ///     it.refresh()?;
+    /// }
+    /// # Ok::<(), hyperlog::Error>(())
+    /// ```
+    pub fn refresh(&mut self) -> Result<(), Error> {
+        self.chain.refresh()
+    }
     /// The torn tail the log ended in, if any.
     pub fn torn_tail(&self) -> Option<&TornTail> {
         self.chain.scanner.as_ref().and_then(|s| s.torn.as_ref())
@@ -1097,6 +1354,29 @@ impl std::fmt::Debug for RawIter {
 }
 
 impl RawIter {
+    /// After iteration ended at the end of a log that is still being
+    /// written: looks again, so that later calls to `next` yield what was
+    /// written since to this one file (`read_records` reads one file;
+    /// [`read_entries_blocking`] walks a segmented log across rotations). It
+    /// reads the disk; to wait for new entries of a context in this process
+    /// without polling, use [`Context::follow`](crate::Context::follow).
+    ///
+    /// ```no_run
+    /// # use hyperlog::ReadOptions;
+    /// let mut it = hyperlog::read_records("data/node.wal", 0, ReadOptions::default());
+    /// loop {
+    ///     for item in it.by_ref() {
+    ///         let rec = item?;
+    ///         println!("{:?} {} bytes", rec.lsn, rec.payload.len());
+    ///     }
+    ///     std::thread::sleep(std::time::Duration::from_millis(200));
+    ///     it.refresh()?;
+    /// }
+    /// # Ok::<(), hyperlog::Error>(())
+    /// ```
+    pub fn refresh(&mut self) -> Result<(), Error> {
+        self.chain.refresh()
+    }
     /// The format being read.
     pub fn format(&self) -> Option<LogFormat> {
         self.chain.scanner.as_ref().map(|s| s.format)

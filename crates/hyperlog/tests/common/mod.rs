@@ -20,9 +20,9 @@ use hyperlog::fs::{FileAllocator, FileSystem, ReadableFile, StdFs, WritableFile}
 
 /// Inside an `impl FileSystem`: the named methods, each passed on unchanged
 /// to the real disk ([`StdFs`]), so that a wrapper spells out only what it
-/// changes. `basics` names the six every wrapper here passes on
+/// changes. `basics` names the seven every wrapper here passes on
 /// (`open_read`, `create_dir_all`, `sync_dir`, `rename`, `remove_file`,
-/// `exists`): `std_fs_methods!(basics, write_new);`
+/// `exists`, `identity`): `std_fs_methods!(basics, write_new);`
 macro_rules! std_fs_methods {
     ($($method:ident),+ $(,)?) => {
         $($crate::common::std_fs_methods!(@ $method);)+
@@ -34,8 +34,17 @@ macro_rules! std_fs_methods {
             sync_dir,
             rename,
             remove_file,
-            exists
+            exists,
+            identity
         );
+    };
+    (@ identity) => {
+        fn identity(
+            &self,
+            path: &::std::path::Path,
+        ) -> ::std::io::Result<Option<::hyperlog::fs::FileId>> {
+            ::hyperlog::fs::FileSystem::identity(&::hyperlog::fs::StdFs, path)
+        }
     };
     (@ open_append) => {
         fn open_append(
