@@ -142,6 +142,7 @@
 mod adapters;
 mod entry;
 mod error;
+pub mod follow;
 pub mod format;
 pub mod fs;
 mod group_commit;

@@ -387,6 +387,105 @@ impl Context {
         self.inner.writer.shared.handle_error(e);
     }
 
+    /// The durable watermark: the highest LSN such that it and every lower
+    /// LSN of this context are durable as its mode defines (covered by a
+    /// completed sync in `Fsync` and `FsyncBatch`; written to the OS in
+    /// `Flush` and `None`). `None` before any entry with an LSN is durable,
+    /// and for contexts without LSNs.
+    ///
+    /// It is the safe point for a checkpoint. The acknowledgements of
+    /// concurrent producers may complete out of LSN order (each producer is
+    /// woken by its own channel), so the highest LSN acknowledged so far is
+    /// not such a point; this is. It only rises. Entries recovered when the
+    /// context opened count as durable (the open syncs them first).
+    ///
+    /// ```
+    /// use hyperlog::{ContextOptions, DurabilityMode, Logger, Message};
+    /// let dir = tempfile::tempdir()?;
+    /// let logger = Logger::new();
+    /// let wal = logger.context_with_blocking("wal", ContextOptions::new()
+    ///     .path(dir.path().join("node.wal"))
+    ///     .durability(DurabilityMode::FsyncBatch)
+    ///     .enable_lsn(true))?;
+    /// assert_eq!(wal.durable_lsn(), None);
+    /// let lsn = wal.log_blocking(Message::info("job 1 created"))?;
+    /// assert_eq!(wal.durable_lsn(), lsn);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn durable_lsn(&self) -> Option<Lsn> {
+        self.inner.writer.shared.durable.get()
+    }
+
+    /// Follows this context's log from `from_lsn`: a [`futures::Stream`] of
+    /// the entries at or above it, in LSN order, each yielded only once it
+    /// is durable (see [`Context::durable_lsn`]), waiting for new ones,
+    /// across rotations. It does not poll the disk while nothing is written:
+    /// each completed group wakes it. Items are `(offset, log, lsn)` as
+    /// [`read_entries`](crate::read_entries) gives them (`lsn` is always
+    /// `Some`). The stream ends once the context is closed and every durable
+    /// entry was yielded, or after an error: a poisoned writer ends it with
+    /// its error.
+    ///
+    /// If `truncate_before` (or retention) already removed entries at or
+    /// above `from_lsn`, the stream yields [`Error::BelowTruncation`] naming
+    /// both LSNs instead of resuming silently later; if it removes a segment
+    /// the follower has not read yet, [`Error::SegmentRemoved`].
+    ///
+    /// The context must be a file context with LSNs (`enable_lsn`);
+    /// otherwise the stream yields [`Error::InvalidOption`].
+    ///
+    /// ```
+    /// use futures::StreamExt;
+    /// use hyperlog::{ContextOptions, DurabilityMode, Logger, Lsn, Message};
+    /// # futures::executor::block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let logger = Logger::new();
+    /// let wal = logger.context_with("wal", ContextOptions::new()
+    ///     .path(dir.path().join("node.wal"))
+    ///     .durability(DurabilityMode::FsyncBatch)
+    ///     .enable_lsn(true)).await?;
+    /// let mut follower = wal.follow::<Message>(Lsn::new(0));
+    /// wal.log(Message::info("job 1 created")).await?;
+    /// let (_, log, _) = follower.next().await.unwrap()?;
+    /// assert_eq!(log.entry.message.as_deref(), Some("job 1 created"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn follow<T>(&self, from_lsn: Lsn) -> crate::follow::Follow<T>
+    where
+        T: serde::de::DeserializeOwned + Send + 'static,
+    {
+        crate::follow::Follow::spawn(self.follow_blocking(from_lsn))
+    }
+
+    /// [`Context::follow`] as a blocking iterator, for code without an async
+    /// runtime: `next` blocks until the next entry is durable.
+    pub fn follow_blocking<T>(&self, from_lsn: Lsn) -> crate::follow::FollowIter<T>
+    where
+        T: serde::de::DeserializeOwned,
+    {
+        let o = &self.inner.config.options;
+        let path = self.inner.config.file.clone().unwrap_or_default();
+        let options = crate::ReadOptions::default()
+            .format(o.format)
+            .max_record_size(o.max_record_size)
+            .file_system(o.file_system.clone());
+        if self.inner.config.file.is_none() || !o.enable_lsn {
+            return crate::follow::FollowIter::failed(
+                Error::InvalidOption {
+                    context: self.inner.name.clone(),
+                    option: "enable_lsn",
+                    reason: "follow needs a file context with LSNs".into(),
+                },
+                self.inner.writer.shared.clone(),
+                path,
+                from_lsn,
+                options,
+            );
+        }
+        crate::follow::FollowIter::new(self.inner.writer.shared.clone(), path, from_lsn, options)
+    }
+
     /// The writer's counters.
     pub fn stats(&self) -> WriterStats {
         let s = &self.inner.writer.shared;
@@ -421,6 +520,13 @@ impl Context {
     /// The future works under any executor (tokio, async-std,
     /// `futures::executor::block_on`). When the queue is full it waits
     /// (backpressure).
+    ///
+    /// **Cancelling is not un-logging.** Once polled, the entry is queued; a
+    /// future dropped before it completes (a `select!` that took another
+    /// branch, a timeout) leaves the entry to be written and synced all the
+    /// same: its outcome is *unknown*, not "not written". A caller that must
+    /// know reads the log back, or waits for [`Context::durable_lsn`] to
+    /// pass a known LSN.
     #[track_caller]
     pub fn log<E: Entry>(
         &self,

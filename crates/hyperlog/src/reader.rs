@@ -389,6 +389,12 @@ impl Scanner {
     /// of 4 KiB are not damage in any mode: they are space a writer
     /// preallocated and had not yet used.
     pub fn damage(&mut self, offset: u64, d: Damage) -> Result<bool, Error> {
+        if offset >= self.len {
+            // The file was cut back to here while it was read (zeros
+            // trimmed, a failed write cut off): it ends here, cleanly.
+            self.done = true;
+            return Ok(false);
+        }
         // Preallocation extends files to multiples of 4 KiB; zeros that end
         // anywhere else are a torn write that happened to write zeros.
         if self.len.is_multiple_of(PREALLOCATION_ALIGN) && self.zeros_to_end(offset)? {

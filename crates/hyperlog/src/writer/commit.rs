@@ -80,6 +80,7 @@ impl Writer {
             }
         }
         let now = now_ms();
+        let mut group_last = None;
         for (bytes, to_stderr, ack) in group.drain(..) {
             match &self.sink {
                 Sink::Console(_) => {
@@ -123,6 +124,7 @@ impl Writer {
                     if self.live_first_lsn.is_none() {
                         self.live_first_lsn = lsn;
                     }
+                    group_last = lsn.or(group_last);
                     if let Some(a) = ack {
                         self.acks.push((a, lsn));
                     }
@@ -142,6 +144,11 @@ impl Writer {
                 self.shared
                     .records_written
                     .fetch_add(records, Ordering::Relaxed);
+                // Written (and synced, when the mode syncs) with every group
+                // before it: durable as the mode defines.
+                if let Some(l) = group_last {
+                    self.shared.durable.advance(l);
+                }
                 for (a, lsn) in self.acks.drain(..) {
                     let _ = a.send(Ok(lsn));
                 }

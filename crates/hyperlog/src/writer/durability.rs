@@ -19,14 +19,14 @@
 //! dropped so that later sends fail at once.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::prealloc::settle_extension;
 use super::producer::{Request, Shared};
 use super::{Sink, Writer};
-use crate::Error;
 use crate::options::ConsoleStream;
+use crate::{Error, Lsn};
 
 impl Shared {
     pub fn poisoned(&self) -> Option<Error> {
@@ -38,6 +38,8 @@ impl Shared {
 
     pub(super) fn poison(&self, first: &Error) {
         let _ = self.poisoned.set(first.clone());
+        // Nothing more becomes durable: followers stop waiting.
+        self.durable.end();
     }
 
     pub(super) fn report(&self, e: Error) {
@@ -164,6 +166,63 @@ impl Writer {
         self.sink = Sink::Console(ConsoleStream::Stdout);
         self.finished = true;
         self.rx = None;
+        self.shared.durable.end();
         res
+    }
+}
+
+/// The durable watermark of a context: the highest LSN such that it and
+/// every lower LSN of the context are durable as its mode defines (covered
+/// by a completed sync in `Fsync`/`FsyncBatch`, written in `Flush` and
+/// `None`).
+///
+/// Groups are written in LSN order and each group's write (and sync) covers
+/// every earlier group, so the last LSN of a group that completed is such a
+/// point, even when the acknowledgements of concurrent producers arrive out
+/// of LSN order. It only rises. Followers wait on it instead of polling the
+/// disk: every move, and the writer's end, wakes them.
+#[derive(Debug, Default)]
+pub(crate) struct Watermark {
+    /// The watermark's LSN plus one; 0: none yet.
+    lsn: AtomicU64,
+    /// The writer will move it no more (closed or poisoned).
+    ended: AtomicBool,
+    event: event_listener::Event,
+}
+
+impl Watermark {
+    /// The watermark, if any LSN is durable yet.
+    pub fn get(&self) -> Option<Lsn> {
+        match self.lsn.load(Ordering::Acquire) {
+            0 => None,
+            n => Some(Lsn::new(n - 1)),
+        }
+    }
+
+    /// Raises the watermark to `lsn` (never lowers it) and wakes followers.
+    pub fn advance(&self, lsn: Lsn) {
+        let prev = self
+            .lsn
+            .fetch_max(lsn.get().saturating_add(1), Ordering::AcqRel);
+        if prev <= lsn.get() {
+            self.event.notify(usize::MAX);
+        }
+    }
+
+    /// The writer is done: wakes followers for good.
+    pub fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.event.notify(usize::MAX);
+    }
+
+    /// Whether the writer will move the watermark no more.
+    pub fn ended(&self) -> bool {
+        self.ended.load(Ordering::Acquire)
+    }
+
+    /// A listener to wait on; take it before checking the condition waited
+    /// for, so that no move between the check and the wait is missed.
+    pub fn listen(&self) -> event_listener::EventListener {
+        self.event.listen()
     }
 }

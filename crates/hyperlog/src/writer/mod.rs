@@ -78,8 +78,8 @@ use crate::{DurabilityMode, Lsn, RecoveryMode};
 pub(crate) use intake::spin_enabled;
 pub use open::RecoveryReport;
 use prealloc::Extension;
-use producer::{Ack, Shared};
-pub(crate) use producer::{Opened, Request, WriterHandle, default_error_handler};
+use producer::Ack;
+pub(crate) use producer::{Opened, Request, Shared, WriterHandle, default_error_handler};
 
 /// How a writer is set up.
 pub(crate) struct WriterConfig {

@@ -64,7 +64,7 @@ impl Writer {
         let (sink, report) = match cfg.sink {
             SinkConfig::Console(stream) => (Sink::Console(stream), None),
             SinkConfig::File { path, fs, mode } => {
-                let (file, report) = open_file(
+                let (mut file, report) = open_file(
                     &*fs,
                     &path,
                     mode,
@@ -76,6 +76,13 @@ impl Writer {
                     g.resume_after(last);
                 }
                 let good_len = file.len().map_err(|e| Error::io("stat", &path, e))?;
+                // What a crash left may have reached the OS without a sync:
+                // one sync makes it durable before the watermark says so.
+                if cfg.durability.syncs() && good_len > 0 {
+                    file.sync_data()
+                        .map_err(|e| Error::io("fdatasync", &path, e))?;
+                }
+                let mut last_on_disk = report.last_lsn;
                 let wal = cfg.durability.syncs() || cfg.lsn_instance.is_some();
                 if wal {
                     // Sealed segments must form a chain; the live file continues it.
@@ -107,11 +114,15 @@ impl Writer {
                             .max_record_size(cfg.max_record_size);
                         if let Some(l) = crate::reader::get_last_lsn_blocking(&last.path, &opts)? {
                             g.resume_after(l);
+                            last_on_disk = Some(l);
                         }
                     }
                 }
                 live_first_lsn = report.first_lsn;
                 file_system = Some(fs.clone());
+                if let Some(l) = last_on_disk {
+                    shared.durable.advance(l);
+                }
                 if let Some(policy) = cfg.retention {
                     let s = shared.clone();
                     let on_error: Arc<dyn Fn(Error) + Send + Sync> = Arc::new(move |e| s.report(e));

@@ -93,6 +93,11 @@ pub(crate) struct Shared {
     /// held, leaves the queue alone: queue order stays file order.
     pub(super) in_hand: Mutex<Option<Request>>,
     pub(super) handler: ErrorHandler,
+    /// The durable watermark ([`Context::durable_lsn`](crate::Context::durable_lsn)).
+    pub durable: super::durability::Watermark,
+    /// The first LSN `truncate_before` kept, once it removed something (0:
+    /// nothing removed by this writer).
+    pub first_kept: AtomicU64,
 }
 
 impl Shared {
@@ -169,6 +174,8 @@ impl WriterHandle {
             last_group: std::sync::atomic::AtomicUsize::new(0),
             pool: crossbeam_queue::ArrayQueue::new(1024),
             handler: cfg.handler.clone(),
+            durable: Default::default(),
+            first_kept: AtomicU64::new(0),
         });
         let (tx, rx) = flume::bounded(cfg.queue_capacity);
         let (open_tx, open_rx) = oneshot::channel();

@@ -16,6 +16,7 @@
 //! before it reports what it removed.
 
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 
 use super::prealloc::settle_extension;
 use super::{Sink, Writer};
@@ -179,6 +180,13 @@ impl Writer {
             let dir = parent_dir(path);
             fs.sync_dir(&dir)
                 .map_err(|e| Error::io("fsync directory", &dir, e))?;
+            // Followers asked to start below this are told, not moved on.
+            let kept = segments
+                .get(removed.len())
+                .map_or(live_first, |s| s.first_lsn);
+            if let Some(k) = kept {
+                self.shared.first_kept.fetch_max(k.get(), Ordering::AcqRel);
+            }
         }
         Ok(removed)
     }
