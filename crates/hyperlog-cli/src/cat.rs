@@ -328,6 +328,9 @@ pub fn tail(path: &Path, n: usize, follow: bool, d: &DisplayArgs) -> Result<u8, 
     }
     let mut printer = Printer::new(d)?;
     let mut out = Out::new();
+    if follow && is_wal(path) {
+        return follow_wal(path, n, d, &mut printer, &mut out);
+    }
     let mut last: VecDeque<(std::path::PathBuf, RawEntry)> = VecDeque::with_capacity(n.min(4096));
     let start = json_tail_start(path, n).unwrap_or(0);
     let end = walk(path, start, d.recovery.mode(), |file, e| {
@@ -348,12 +351,7 @@ pub fn tail(path: &Path, n: usize, follow: bool, d: &DisplayArgs) -> Result<u8, 
         warn_passed(&end);
         return Ok(0);
     }
-    let mode = match d.recovery.mode() {
-        // A follower reads a file still being written: a partial last
-        // record is the normal state, so strict mode would fail at once.
-        RecoveryMode::AbsoluteConsistency => RecoveryMode::TolerateTail,
-        m => m,
-    };
+    let mode = follow_mode(d);
     let mut f = Follower {
         cur: Followed::open(path),
         pos: end.last_end,
@@ -377,6 +375,115 @@ pub fn tail(path: &Path, n: usize, follow: bool, d: &DisplayArgs) -> Result<u8, 
             f.cur = Followed::open(path);
             f.pos = 0;
             f.drain(path, &mut printer, &mut out)?;
+        }
+    }
+}
+
+/// Whether `tail -f` follows `path` as a write-ahead log: it has sealed
+/// segments, or its records carry LSNs (a WAL that has not rotated yet).
+fn is_wal(path: &Path) -> bool {
+    crate::util::segment_count(path) > 0
+        || matches!(
+            hyperlog::get_last_lsn_blocking(path, &ReadOptions::default()),
+            Ok(Some(_))
+        )
+}
+
+/// How a follower reads: strict mode would fail at once on the partial
+/// last record that a file being written normally ends in.
+fn follow_mode(d: &DisplayArgs) -> RecoveryMode {
+    match d.recovery.mode() {
+        RecoveryMode::AbsoluteConsistency => RecoveryMode::TolerateTail,
+        m => m,
+    }
+}
+
+/// `tail -f` of a write-ahead log: the last `n` records, then every record
+/// written after them, once each and in order, across rotations into
+/// segments (the library's reader re-lists the segments and tells a sealed
+/// file from the live one by its inode). It shows what is *written*:
+/// whether an entry is durable yet is known only inside the writing process
+/// (`Context::follow` there).
+fn follow_wal(
+    path: &Path,
+    n: usize,
+    d: &DisplayArgs,
+    printer: &mut Printer,
+    out: &mut Out,
+) -> Result<u8, Fail> {
+    let mode = follow_mode(d);
+    let open = |from: Option<hyperlog::Lsn>| {
+        let mut o = ReadOptions::new().recovery(mode);
+        if let Some(l) = from {
+            o = o.from_lsn(l);
+        }
+        hyperlog::read_log_records(path, 0, o)
+    };
+    let mut it = open(None);
+    let mut last: VecDeque<RawEntry> = VecDeque::with_capacity(n.min(4096));
+    // Where to start again after an error: above the last LSN seen, or
+    // after as many records as were seen (a log without LSNs).
+    let (mut last_lsn, mut seen) = (None, 0u64);
+    for item in it.by_ref() {
+        let e = item?;
+        last_lsn = e.lsn.or(last_lsn);
+        seen += 1;
+        if n > 0 {
+            if last.len() == n {
+                last.pop_front();
+            }
+            last.push_back(e);
+        }
+    }
+    for e in &last {
+        printer.print(out, e, &parse(path, e)?)?;
+    }
+    out.flush()?;
+    let mut last_warning: Option<String> = None;
+    loop {
+        for _ in 0..4 {
+            if STOP.load(Ordering::SeqCst) || stdout_closed() {
+                return Ok(0);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let mut failed = it.refresh().err();
+        let mut printed = false;
+        if failed.is_none() {
+            for item in it.by_ref() {
+                match item {
+                    Ok(e) => {
+                        last_lsn = e.lsn.or(last_lsn);
+                        seen += 1;
+                        printer.print(out, &e, &parse(path, &e)?)?;
+                        printed = true;
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if printed {
+            out.flush()?;
+        }
+        if let Some(e) = failed {
+            let msg = e.to_string();
+            if last_warning.as_deref() != Some(msg.as_str()) {
+                let w = style::WARN;
+                anstream::eprintln!("{w}warning:{w:#} {msg}");
+                last_warning = Some(msg);
+            }
+            // Start again after what was printed.
+            it = match last_lsn {
+                Some(l) => open(Some(hyperlog::Lsn::new(l.get().saturating_add(1)))),
+                None => {
+                    let mut again = open(None);
+                    for _ in again.by_ref().take(seen as usize) {}
+                    again
+                }
+            };
         }
     }
 }

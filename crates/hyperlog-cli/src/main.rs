@@ -159,7 +159,11 @@ enum Command {
         #[arg(short = 'n', long, default_value_t = 10)]
         lines: usize,
         /// Keep printing entries as they are appended, also across rotation
-        /// (the file replaced or truncated), polling every 200 ms.
+        /// (the file replaced or truncated), polling every 200 ms. A
+        /// write-ahead log (segments, or LSNs) is followed through every
+        /// segment sealed meanwhile, each entry once. It shows entries once
+        /// *written*: whether one is durable yet is known only inside the
+        /// writing process (`Context::follow` there).
         #[arg(short = 'f', long)]
         follow: bool,
         #[command(flatten)]

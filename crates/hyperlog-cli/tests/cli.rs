@@ -888,3 +888,66 @@ fn verify_checks_segments_against_their_index_and_lists_side_files() {
         stdout(&o)
     );
 }
+
+#[test]
+fn tail_follow_prints_every_entry_of_a_rotating_wal_once() {
+    // The writer runs while `tail -f` follows: 16 KiB segments, so many
+    // rotations fall between two of its polls.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking(
+            "wal",
+            ContextOptions::new()
+                .path(&path)
+                .durability(DurabilityMode::FsyncBatch)
+                .format(LogFormat::Binary)
+                .enable_lsn(true)
+                .retention_policy(RetentionPolicy::new().max_size(16 * 1024)),
+        )
+        .unwrap();
+    for i in 0..50 {
+        ctx.log_blocking(Message::info(format!("entry {i}")))
+            .unwrap();
+    }
+    let mut child = bin()
+        .args(["tail", "-f", "-n", "5", "-t", "{message}"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let rx = line_reader(&mut child);
+    let mut got = Vec::new();
+    wait_for(&rx, "entry 49", &mut got);
+    let total = 4_000;
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let ctx = ctx.clone();
+            std::thread::spawn(move || {
+                for i in (50 + w..total).step_by(4) {
+                    ctx.log_blocking(Message::info(format!("entry {i}")))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    let rotations = ctx.stats().rotations;
+    ctx.close_blocking().unwrap();
+    assert!(rotations > 20, "{rotations} rotations");
+    // Every entry once, in the log's order.
+    let in_log: Vec<String> =
+        hyperlog::read_entries_blocking::<Message>(&path, 0, ReadOptions::default())
+            .map(|i| i.unwrap().1.entry.message.unwrap())
+            .collect();
+    assert_eq!(in_log.len(), total);
+    let last = in_log.last().unwrap().clone();
+    wait_for(&rx, &last, &mut got);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(got.len(), total - 45, "{} lines printed", got.len());
+    assert_eq!(got[..], in_log[45..]);
+}

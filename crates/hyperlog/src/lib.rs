@@ -174,7 +174,8 @@ pub use options::{
 };
 pub use reader::{
     EntryIter, EntryStream, RawEntry, RawIter, ReadOptions, ScanSummary, TornTail, get_last_lsn,
-    get_last_lsn_blocking, read_entries, read_entries_blocking, read_records, scan_log,
+    get_last_lsn_blocking, read_entries, read_entries_blocking, read_log_records, read_records,
+    scan_log,
 };
 pub use retention::RetentionPolicy;
 pub use template::Template;

@@ -1362,8 +1362,8 @@ impl std::fmt::Debug for RawIter {
 impl RawIter {
     /// After iteration ended at the end of a log that is still being
     /// written: looks again, so that later calls to `next` yield what was
-    /// written since to this one file (`read_records` reads one file;
-    /// [`read_entries_blocking`] walks a segmented log across rotations). It
+    /// written since: in the one file of [`read_records`], or across
+    /// rotations for [`read_log_records`]. It
     /// reads the disk; to wait for new entries of a context in this process
     /// without polling, use [`Context::follow`](crate::Context::follow).
     ///
@@ -1438,5 +1438,27 @@ impl Iterator for RawIter {
 pub fn read_records(path: impl AsRef<Path>, from_offset: u64, options: ReadOptions) -> RawIter {
     RawIter {
         chain: Chain::open(path.as_ref(), from_offset, options, false),
+    }
+}
+
+/// The intact records of a whole log, as [`read_records`] gives them but
+/// across a segmented write-ahead log's files: its sealed segments in
+/// order, then the live file, exactly as [`read_entries_blocking`] walks
+/// them (also while the log is written and rotated; `from_offset` applies
+/// to the first file read, position with [`ReadOptions::from_lsn`]).
+/// [`RawIter::refresh`] then keeps following it across rotations. The
+/// `offset` and `end` of each record are within the file it is in.
+///
+/// ```no_run
+/// use hyperlog::ReadOptions;
+/// for rec in hyperlog::read_log_records("data/node.wal", 0, ReadOptions::default()) {
+///     let rec = rec?;
+///     println!("{:?}: {} bytes", rec.lsn, rec.payload.len());
+/// }
+/// # Ok::<(), hyperlog::Error>(())
+/// ```
+pub fn read_log_records(path: impl AsRef<Path>, from_offset: u64, options: ReadOptions) -> RawIter {
+    RawIter {
+        chain: Chain::open(path.as_ref(), from_offset, options, true),
     }
 }
