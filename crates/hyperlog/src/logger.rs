@@ -80,7 +80,7 @@ impl Logger {
     }
 
     /// Opens (or reuses) context `name`. A name never configured gets the
-    /// default options (console, INFO). Opening a file recovers it first (see
+    /// default options (console, INFO or `HYPERLOG_LEVEL`). Opening a file recovers it first (see
     /// [`Context::recovery_report`]). A context that was closed, or poisoned
     /// by a failed write or sync, is opened afresh.
     pub async fn context(&self, name: &str) -> Result<Context, Error> {
