@@ -2234,3 +2234,80 @@ fn dropping_the_last_handles_flushes() {
     });
     assert_eq!(messages(&path), numbers(0..N));
 }
+
+/// Issue #13 item 6.3: a typo in a context name silently gave a console
+/// context. That stays the default; `deny_unconfigured(true)` makes it an
+/// error naming the context.
+#[test]
+fn deny_unconfigured_makes_an_unknown_context_name_an_error() {
+    let dir = tempdir();
+    let path = dir.path().join("stats.log.json");
+
+    // The default (the reference's): a console context with default options.
+    let lenient = Logger::new();
+    let typo = lenient.context_blocking("stast").unwrap();
+    assert_eq!(typo.path(), None);
+    drop(typo);
+
+    let logger = Logger::new().deny_unconfigured(true);
+    logger
+        .configure("stats", ContextOptions::new().path(&path))
+        .unwrap();
+    let stats = block_on(logger.context("stats")).unwrap();
+    stats.log_blocking(Message::info("counted")).unwrap();
+    let assert_denied = |r: Result<hyperlog::Context, Error>, name: &str| match r {
+        Err(e @ Error::UnconfiguredContext { .. }) => {
+            let Error::UnconfiguredContext { context } = &e else {
+                unreachable!()
+            };
+            assert_eq!(context, name);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("{name:?}")) && msg.contains("configure"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected Error::UnconfiguredContext for {name:?}, got {other:?}"),
+    };
+    assert_denied(block_on(logger.context("stast")), "stast");
+    assert_denied(logger.context_blocking("stast"), "stast");
+    // Nothing was opened or registered for it: it still fails, and the
+    // configured context is untouched.
+    assert_denied(logger.context_blocking("stast"), "stast");
+    assert!(!format!("{logger:?}").contains("stast"), "{logger:?}");
+    // Clones share the registry, and so the setting.
+    assert_denied(logger.clone().context_blocking("other"), "other");
+    // `context_with` configures, so it is never denied.
+    let other = logger
+        .context_with_blocking(
+            "other",
+            ContextOptions::new().path(dir.path().join("other.log.json")),
+        )
+        .unwrap();
+    assert_eq!(
+        other.path(),
+        Some(dir.path().join("other.log.json").as_path())
+    );
+    logger.close_blocking().unwrap();
+    assert_eq!(messages(&path), ["counted"]);
+
+    // A name opened unconfigured before the setting was turned on counts as
+    // unconfigured; configuring it lifts that.
+    let late = Logger::new();
+    let implicit = late.context_blocking("implicit").unwrap();
+    let late = late.deny_unconfigured(true);
+    assert_denied(late.context_blocking("implicit"), "implicit");
+    // (An open context keeps its settings until it is closed.)
+    implicit.close_blocking().unwrap();
+    late.configure(
+        "implicit",
+        ContextOptions::new().path(dir.path().join("i.log.json")),
+    )
+    .unwrap();
+    let reopened = late.context_blocking("implicit").unwrap();
+    assert!(reopened.path().is_some());
+    // And `false` restores the default.
+    let late = late.deny_unconfigured(false);
+    assert_eq!(late.context_blocking("console").unwrap().path(), None);
+    late.close_blocking().unwrap();
+}
