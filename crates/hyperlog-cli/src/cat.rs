@@ -233,17 +233,24 @@ pub fn cat(path: &Path, d: &DisplayArgs, f: &FilterArgs) -> Result<u8, Fail> {
     if f.limit == Some(0) {
         return Ok(0);
     }
-    let end = walk(path, f.from_offset, d.recovery.mode(), |file, e| {
-        let v = parse(file, &e)?;
-        if passes(f, &e, &v) {
-            printer.print(&mut out, &e, &v)?;
-            printed += 1;
-            if f.limit.is_some_and(|l| printed >= l) {
-                return Ok(false);
+    let from_lsn = f.from_lsn.map(Lsn::new);
+    let end = walk(
+        path,
+        f.from_offset,
+        from_lsn,
+        d.recovery.mode(),
+        |file, e| {
+            let v = parse(file, &e)?;
+            if passes(f, &e, &v) {
+                printer.print(&mut out, &e, &v)?;
+                printed += 1;
+                if f.limit.is_some_and(|l| printed >= l) {
+                    return Ok(false);
+                }
             }
-        }
-        Ok(true)
-    })?;
+            Ok(true)
+        },
+    )?;
     out.flush()?;
     warn_passed(&end);
     Ok(0)
@@ -333,7 +340,7 @@ pub fn tail(path: &Path, n: usize, follow: bool, d: &DisplayArgs) -> Result<u8, 
     }
     let mut last: VecDeque<(std::path::PathBuf, RawEntry)> = VecDeque::with_capacity(n.min(4096));
     let start = json_tail_start(path, n).unwrap_or(0);
-    let end = walk(path, start, d.recovery.mode(), |file, e| {
+    let end = walk(path, start, None, d.recovery.mode(), |file, e| {
         if n > 0 {
             if last.len() == n {
                 last.pop_front();

@@ -98,7 +98,10 @@ pub struct FilterArgs {
     /// of a segmented log).
     #[arg(long, default_value_t = 0)]
     pub from_offset: u64,
-    /// Only entries whose LSN is at or above this one.
+    /// Only entries whose LSN is at or above this one. A segmented WAL is
+    /// read from the segment holding it, at the point its sparse index gives,
+    /// so damage entirely below this LSN is never read (unless
+    /// `--from-offset` is given too: then reading starts there).
     #[arg(long)]
     pub from_lsn: Option<u64>,
     /// Only entries at this level or above (trace, debug, info, warn, error,

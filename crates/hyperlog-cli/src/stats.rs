@@ -41,7 +41,7 @@ pub fn stats(path: &Path, recovery: Recovery) -> Result<u8, Fail> {
     let mut per_sec: BTreeMap<i64, u64> = BTreeMap::new();
     let mut sizes: Vec<u64> = Vec::new();
     let mut undated = 0u64;
-    walk(path, 0, recovery.mode(), |_, e| {
+    walk(path, 0, None, recovery.mode(), |_, e| {
         sizes.push(e.end - e.offset);
         let head: Option<Head> = serde_json::from_slice(&e.payload).ok();
         let level = head

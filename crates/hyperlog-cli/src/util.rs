@@ -149,15 +149,49 @@ pub struct WalkEnd {
     pub last_end: u64,
 }
 
+/// The files to read for entries at or above `from_lsn`, and the byte offset
+/// to start at in the first: the segments before the last one whose name
+/// starts at or below `from_lsn` are left out, and in that segment the
+/// sparse index gives the offset (0 without a usable index). So damage
+/// entirely below `from_lsn`, in earlier segments or before the index point,
+/// is never read. Without `from_lsn` (or below every segment): every file,
+/// from 0.
+fn files_from_lsn(path: &Path, from_lsn: Option<Lsn>) -> (Vec<PathBuf>, u64) {
+    let segs = hyperlog::segments::list_segments(&StdFs, path);
+    let start = from_lsn.and_then(|l| {
+        let i = segs
+            .iter()
+            .rposition(|s| s.first_lsn.is_some_and(|f| f <= l))?;
+        Some((i, hyperlog::segments::seek_offset(&StdFs, &segs[i].path, l)))
+    });
+    let (skip, offset) = start.unwrap_or((0, 0));
+    let mut v: Vec<PathBuf> = segs.into_iter().skip(skip).map(|s| s.path).collect();
+    if v.is_empty() || path.exists() {
+        v.push(path.to_path_buf());
+    }
+    (v, offset)
+}
+
 /// Calls `f` with every intact record of every file of the log, in order;
-/// `f` returns `false` to stop. `from_offset` applies to the first file.
+/// `f` returns `false` to stop. A nonzero `from_offset` applies to the first
+/// file of the log. With `from_lsn` (and `from_offset` 0), only entries at or
+/// above it are passed to `f`, and reading starts where the segment names
+/// and the sparse index put them (see [`files_from_lsn`]).
 pub fn walk(
     path: &Path,
     from_offset: u64,
+    from_lsn: Option<Lsn>,
     mode: RecoveryMode,
     mut f: impl FnMut(&Path, RawEntry) -> Result<bool, Fail>,
 ) -> Result<WalkEnd, Fail> {
-    let files = log_files(path);
+    let (files, from_offset) = match from_lsn {
+        Some(_) if from_offset == 0 => files_from_lsn(path, from_lsn),
+        _ => (log_files(path), from_offset),
+    };
+    let mut options = ReadOptions::new().recovery(mode);
+    if let Some(l) = from_lsn {
+        options = options.from_lsn(l);
+    }
     let total: u64 = files
         .iter()
         .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
@@ -167,7 +201,7 @@ pub fn walk(
     let n = files.len();
     for (i, file) in files.iter().enumerate() {
         let start = if i == 0 { from_offset } else { 0 };
-        let mut it = hyperlog::read_records(file, start, ReadOptions::new().recovery(mode));
+        let mut it = hyperlog::read_records(file, start, options.clone());
         let mut last = start;
         let mut stopped = false;
         for item in it.by_ref() {

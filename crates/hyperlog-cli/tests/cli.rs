@@ -951,3 +951,138 @@ fn tail_follow_prints_every_entry_of_a_rotating_wal_once() {
     assert_eq!(got.len(), total - 45, "{} lines printed", got.len());
     assert_eq!(got[..], in_log[45..]);
 }
+
+/// Issue #13 item 6.2: `cat --from-lsn` read every file from offset 0 and
+/// filtered, so damage lying entirely below the LSN asked for made it fail.
+/// It now starts at the segment holding that LSN, at the point the sparse
+/// index gives: damage in earlier segments, or earlier in that segment, is
+/// never read.
+#[test]
+fn cat_from_lsn_seeks_past_damage_below_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("node.wal");
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking(
+            "seg",
+            ContextOptions::new()
+                .path(&p)
+                .durability(DurabilityMode::FsyncBatch)
+                .format(LogFormat::Binary)
+                .enable_lsn(true)
+                .retention_policy(RetentionPolicy::new().max_size(16 * 1024)),
+        )
+        .unwrap();
+    let n = 600;
+    let lsns: Vec<u64> = (0..n)
+        .map(|i| {
+            ctx.log_blocking(Message::info(format!("entry {i}")))
+                .unwrap()
+                .unwrap()
+                .get()
+        })
+        .collect();
+    ctx.close_blocking().unwrap();
+    let segs = hyperlog::segments::list_segments(&hyperlog::fs::StdFs, &p);
+    assert!(segs.len() >= 4, "{} segments", segs.len());
+    // (offset, lsn) of each record of a segment.
+    let records = |q: &Path| -> Vec<(u64, u64)> {
+        hyperlog::read_records(q, 0, ReadOptions::default())
+            .map(|r| {
+                let r = r.unwrap();
+                (r.offset, r.lsn.unwrap().get())
+            })
+            .collect()
+    };
+    let flip = |q: &Path, at: u64| {
+        let mut bytes = std::fs::read(q).unwrap();
+        for b in &mut bytes[at as usize..at as usize + 4] {
+            *b ^= 0x5a;
+        }
+        std::fs::write(q, &bytes).unwrap();
+    };
+    let from = |k: usize| -> String { (k..n).map(|i| format!("entry {i}\n")).collect() };
+    let index_of = |lsn: u64| lsns.iter().position(|&l| l == lsn).unwrap();
+
+    // Damage in the middle of segment 1.
+    let seg1 = records(&segs[0].path);
+    flip(&segs[0].path, seg1[seg1.len() / 2].0 + 40);
+    let o = run(&[&"cat", &p, &"-t", &"{message}"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "the damage is real: {}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains(&*segs[0].path.to_string_lossy()),
+        "{}",
+        stderr(&o)
+    );
+
+    // From the first LSN of segment 3: exactly the entries from there.
+    let first3 = segs[2].first_lsn.unwrap().get();
+    let k = index_of(first3);
+    assert_eq!(records(&segs[2].path)[0], (0, first3));
+    let o = run(&[
+        &"cat",
+        &p,
+        &"--from-lsn",
+        &first3.to_string(),
+        &"-t",
+        &"{message}",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), from(k));
+    assert_eq!(stderr(&o), "", "no warning about damage it never read");
+    // `dump` is `cat --output json`: the same entries, with their LSNs.
+    let o = run(&[&"dump", &p, &"--from-lsn", &first3.to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let dumped: Vec<u64> = stdout(&o)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["lsn"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(dumped, lsns[k..]);
+    // An LSN between two entries (not one of them: LSNs of the same
+    // millisecond are consecutive) starts at the next one.
+    let j = (k..n - 1)
+        .find(|&j| lsns[j + 1] - lsns[j] > 1)
+        .expect("600 synced entries span more than one millisecond");
+    let o = run(&[
+        &"cat",
+        &p,
+        &"--from-lsn",
+        &(lsns[j] + 1).to_string(),
+        &"-t",
+        &"{message}",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), from(j + 1));
+
+    // Damage early in segment 3, before an index point: an LSN past that
+    // point is read from the point on.
+    let idx = std::fs::read(hyperlog::segments::index_path(&segs[2].path)).unwrap();
+    let points = hyperlog::segments::decode_index(&idx).unwrap();
+    assert!(points.len() >= 2, "{points:?}");
+    let seg3 = records(&segs[2].path);
+    let after_point = seg3.iter().position(|r| r.0 == points[1].1).unwrap() + 1;
+    let target = seg3[after_point].1;
+    flip(&segs[2].path, seg3[0].0 + 40);
+    let o = run(&[
+        &"cat",
+        &p,
+        &"--from-lsn",
+        &target.to_string(),
+        &"-t",
+        &"{message}",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), from(index_of(target)));
+    // Asking for the damaged part itself still reports it.
+    let o = run(&[&"cat", &p, &"--from-lsn", &first3.to_string()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+}

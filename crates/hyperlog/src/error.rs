@@ -147,6 +147,17 @@ pub enum Error {
     #[error("no context named {0:?} is configured")]
     UnknownContext(String),
 
+    /// A logger built with [`Logger::deny_unconfigured`](crate::Logger::deny_unconfigured)
+    /// was asked to open a context name that was never configured (a typo,
+    /// most likely).
+    #[error(
+        "context {context:?} was never configured, and this logger denies unconfigured contexts: configure it first (Logger::configure or Logger::context_with)"
+    )]
+    UnconfiguredContext {
+        /// The context name asked for.
+        context: String,
+    },
+
     /// `log_prepared` named a model the context does not have.
     #[error("context {context:?} has no model named {model:?}")]
     UnknownModel {

@@ -80,6 +80,15 @@
 //! still in the queue: every other mode acknowledged its entries only after
 //! they reached the OS. [`Logger::install_panic_hook`] flushes on panic.
 //!
+//! ## Levels
+//!
+//! An entry below its context's minimum level returns `Ok(None)` unwritten.
+//! **An explicit [`ContextOptions::level`] always wins; without one, a
+//! write-ahead log (a context that syncs or carries LSNs) drops nothing,
+//! and any other context takes the `HYPERLOG_LEVEL` environment variable
+//! ([`LEVEL_ENV`]) when set, else INFO**: a logging knob never silently
+//! drops a command from a write-ahead log.
+//!
 //! ## Recovery
 //!
 //! Opening an existing file for append scans it first. A torn last record

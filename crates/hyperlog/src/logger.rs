@@ -47,6 +47,11 @@ pub struct Logger {
 #[derive(Default)]
 struct LoggerInner {
     configs: Mutex<HashMap<String, Arc<Compiled>>>,
+    /// Names in `configs` that got the default options because they were
+    /// opened without being configured.
+    implicit: Mutex<std::collections::HashSet<String>>,
+    /// See [`Logger::deny_unconfigured`].
+    deny_unconfigured: std::sync::atomic::AtomicBool,
     contexts: Mutex<HashMap<String, Context>>,
     /// Writers by target (file path, or `stdout`/`stderr`), for `nested`.
     writers: Mutex<HashMap<String, Weak<WriterHandle>>>,
@@ -69,18 +74,52 @@ impl Logger {
         Self::default()
     }
 
+    /// With `true`, [`Logger::context`] (and `context_blocking`) of a name
+    /// that was never configured returns [`Error::UnconfiguredContext`]
+    /// naming it, instead of opening a console context with the default
+    /// options (the reference's behaviour, and the default: `false`). It
+    /// catches a typo in a context name at the first open instead of
+    /// sending that context's entries to stdout.
+    ///
+    /// The setting belongs to the registry, so it holds for every clone of
+    /// this logger. A name opened unconfigured before it was turned on
+    /// counts as unconfigured too.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), hyperlog::Error> {
+    /// use hyperlog::{ContextOptions, Error, Logger};
+    /// # let dir = tempfile::tempdir().unwrap();
+    /// let logger = Logger::new().deny_unconfigured(true);
+    /// logger.configure("stats", ContextOptions::new().path(dir.path().join("stats.log.json")))?;
+    /// let stats = logger.context_blocking("stats")?; // configured: fine
+    /// match logger.context_blocking("stast") {
+    ///     Err(Error::UnconfiguredContext { context }) => assert_eq!(context, "stast"),
+    ///     other => panic!("expected an error, got {other:?}"),
+    /// }
+    /// # drop(stats);
+    /// # Ok(()) }
+    /// ```
+    #[must_use]
+    pub fn deny_unconfigured(self, deny: bool) -> Self {
+        self.inner.deny_unconfigured.store(deny, Ordering::Relaxed);
+        self
+    }
+
     /// Registers or replaces the settings of context `name`, checking them
     /// now: a bad template, an instance id out of range or a bad option is
     /// an `Err` here. A context already open keeps its settings until it is
     /// closed and opened again.
     pub fn configure(&self, name: &str, options: ContextOptions) -> Result<(), Error> {
         let compiled = options.compile(name)?;
-        lock(&self.inner.configs).insert(name.to_string(), Arc::new(compiled));
+        let mut configs = lock(&self.inner.configs);
+        configs.insert(name.to_string(), Arc::new(compiled));
+        lock(&self.inner.implicit).remove(name);
         Ok(())
     }
 
     /// Opens (or reuses) context `name`. A name never configured gets the
-    /// default options (console, INFO). Opening a file recovers it first (see
+    /// default options (console, INFO or `HYPERLOG_LEVEL`), or is an
+    /// [`Error::UnconfiguredContext`] with [`Logger::deny_unconfigured`]. Opening a file recovers it first (see
     /// [`Context::recovery_report`]). A context that was closed, or poisoned
     /// by a failed write or sync, is opened afresh.
     pub async fn context(&self, name: &str) -> Result<Context, Error> {
@@ -131,6 +170,13 @@ impl Logger {
     }
 
     fn start_context(&self, name: &str) -> Result<(Context, Option<Opened>), Error> {
+        let deny = self.inner.deny_unconfigured.load(Ordering::Relaxed);
+        let unconfigured = || Error::UnconfiguredContext {
+            context: name.to_string(),
+        };
+        if deny && lock(&self.inner.implicit).contains(name) {
+            return Err(unconfigured());
+        }
         if let Some(c) = lock(&self.inner.contexts).get(name)
             && c.is_usable()
         {
@@ -140,9 +186,11 @@ impl Logger {
             let mut configs = lock(&self.inner.configs);
             match configs.get(name) {
                 Some(c) => c.clone(),
+                None if deny => return Err(unconfigured()),
                 None => {
                     let c = Arc::new(ContextOptions::new().compile(name)?);
                     configs.insert(name.to_string(), c.clone());
+                    lock(&self.inner.implicit).insert(name.to_string());
                     c
                 }
             }

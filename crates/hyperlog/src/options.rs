@@ -107,7 +107,10 @@ impl<E: Entry> ErasedEntry for E {
     }
 }
 
-/// The environment variable that overrides every context's minimum level.
+/// The environment variable (`HYPERLOG_LEVEL`) that sets the minimum level
+/// of data-plane contexts configured without an explicit
+/// [`ContextOptions::level`]; it never filters a write-ahead log (a context
+/// that syncs or carries LSNs). Read when a context is configured.
 pub const LEVEL_ENV: &str = "HYPERLOG_LEVEL";
 
 /// Settings of one context. Built with chained setters; every default is
@@ -312,8 +315,19 @@ impl ContextOptions {
         self
     }
 
-    /// The minimum level (default INFO). The `HYPERLOG_LEVEL` environment
-    /// variable, when set to a level name, overrides it for every context.
+    /// The minimum level: entries below it return `Ok(None)` unwritten.
+    ///
+    /// An explicit level always wins; without one, a write-ahead log (a
+    /// context that syncs or carries LSNs) drops nothing, and any other
+    /// context takes the `HYPERLOG_LEVEL` environment variable
+    /// ([`LEVEL_ENV`]) when set, else INFO.
+    ///
+    /// ```
+    /// use hyperlog::{ContextOptions, LogLevel};
+    /// // WARN and above, whatever HYPERLOG_LEVEL says.
+    /// let quiet = ContextOptions::new().path("logs/noisy.log.json").level(LogLevel::Warn);
+    /// # let _ = quiet;
+    /// ```
     #[must_use]
     pub fn level(mut self, level: LogLevel) -> Self {
         self.level = Some(level);
@@ -555,12 +569,9 @@ impl ContextOptions {
             self.template.as_deref().unwrap_or(DEFAULT_TEMPLATE),
             &field_refs,
         )?;
-        let level = match std::env::var(LEVEL_ENV) {
-            Ok(v) if !v.trim().is_empty() => v
-                .parse()
-                .map_err(|e: Error| bad("HYPERLOG_LEVEL", e.to_string()))?,
-            _ => self.level.unwrap_or(LogLevel::Info),
-        };
+        let level = self
+            .effective_level(std::env::var(LEVEL_ENV).ok().as_deref())
+            .map_err(|e| bad(LEVEL_ENV, e.to_string()))?;
         let file = self
             .path
             .as_ref()
@@ -573,6 +584,26 @@ impl ContextOptions {
             models,
             retention,
         })
+    }
+}
+
+impl ContextOptions {
+    /// The minimum level in force, given the value of [`LEVEL_ENV`] (`None`
+    /// when unset): an explicit [`ContextOptions::level`] always; else, for a
+    /// write-ahead log (a context that syncs or carries LSNs), `Trace`, so
+    /// nothing is dropped; else the variable when set to a level name; else
+    /// INFO. A value that is not a level is an error only where it applies.
+    fn effective_level(&self, env: Option<&str>) -> Result<LogLevel, Error> {
+        if let Some(level) = self.level {
+            return Ok(level);
+        }
+        if self.durability.syncs() || self.enable_lsn {
+            return Ok(LogLevel::Trace);
+        }
+        match env {
+            Some(v) if !v.trim().is_empty() => v.parse(),
+            _ => Ok(LogLevel::Info),
+        }
     }
 }
 
@@ -694,5 +725,38 @@ mod tests {
         );
         assert!("sometimes".parse::<DurabilityMode>().is_err());
         assert_eq!(DurabilityMode::FsyncBatch as u8, 3);
+    }
+
+    #[test]
+    fn the_level_env_never_filters_a_wal_and_an_explicit_level_wins() {
+        let data = ContextOptions::new().path("a.log.json");
+        let level = |o: &ContextOptions, env| o.effective_level(env).unwrap();
+        // A data-plane context without a level: the variable, else INFO.
+        assert_eq!(level(&data, None), LogLevel::Info);
+        assert_eq!(level(&data, Some("  ")), LogLevel::Info);
+        assert_eq!(level(&data, Some("error")), LogLevel::Error);
+        assert!(data.effective_level(Some("verbose")).is_err());
+        // An explicit level wins over the variable, on any context.
+        let explicit = data.clone().level(LogLevel::Trace);
+        assert_eq!(level(&explicit, Some("error")), LogLevel::Trace);
+        assert_eq!(level(&explicit, Some("verbose")), LogLevel::Trace);
+        // A WAL (syncs, or carries LSNs) drops nothing by default...
+        for wal in [
+            data.clone().durability(DurabilityMode::Fsync),
+            data.clone().durability(DurabilityMode::FsyncBatch),
+            data.clone().enable_lsn(true),
+        ] {
+            assert_eq!(level(&wal, None), LogLevel::Trace);
+            assert_eq!(level(&wal, Some("fatal")), LogLevel::Trace);
+            assert_eq!(level(&wal, Some("verbose")), LogLevel::Trace);
+            // ...unless it asks for a level itself.
+            assert_eq!(
+                level(&wal.level(LogLevel::Warn), Some("trace")),
+                LogLevel::Warn
+            );
+        }
+        // `None` and `Flush` without LSNs are the data plane.
+        let none = data.clone().durability(DurabilityMode::None);
+        assert_eq!(level(&none, Some("warn")), LogLevel::Warn);
     }
 }

@@ -1139,6 +1139,18 @@ pub fn scan_log(
     max_record_size: u64,
     mode: RecoveryMode,
 ) -> Result<ScanSummary, Error> {
+    scan_log_with(fs, path, format, max_record_size, mode, &mut |_, _| {})
+}
+
+/// [`scan_log`], calling `on_record(offset, lsn)` for each intact record.
+pub(crate) fn scan_log_with(
+    fs: &dyn FileSystem,
+    path: &Path,
+    format: Option<LogFormat>,
+    max_record_size: u64,
+    mode: RecoveryMode,
+    on_record: &mut dyn FnMut(u64, Option<Lsn>),
+) -> Result<ScanSummary, Error> {
     let mut s = Scanner::open(fs, path, format, max_record_size, mode)?;
     let mut sum = ScanSummary {
         format: s.format,
@@ -1167,6 +1179,7 @@ pub fn scan_log(
             }
         };
         sum.records += 1;
+        on_record(r.offset, lsn);
         if lsn.is_some() {
             sum.first_lsn = sum.first_lsn.or(lsn);
             sum.last_lsn = lsn;

@@ -58,7 +58,8 @@ use crate::fs::{FileSystem, ReadableFile, WritableFile};
 const DAY: i128 = 86_400;
 const NANOS_PER_SEC: u128 = 1_000_000_000;
 
-/// The size units, powers of 1024 as in the reference.
+/// The size units, powers of 1024 as in the reference; the IEC names
+/// (`KiB`...) say the same thing unambiguously.
 const SIZE_UNITS: &[(&str, u128)] = &[
     ("", 1),
     ("b", 1),
@@ -66,7 +67,14 @@ const SIZE_UNITS: &[(&str, u128)] = &[
     ("mb", 1 << 20),
     ("gb", 1 << 30),
     ("tb", 1 << 40),
+    ("kib", 1 << 10),
+    ("mib", 1 << 20),
+    ("gib", 1 << 30),
+    ("tib", 1 << 40),
 ];
+
+/// The size units, as error messages list them.
+const SIZE_UNITS_TEXT: &str = "B, KB, MB, GB or TB, or KiB, MiB, GiB or TiB";
 
 /// The age units, in nanoseconds; a bare number is seconds.
 const AGE_UNITS: &[(&str, u128)] = &[
@@ -104,7 +112,8 @@ pub const KEYS: &[&str] = &[
 
 /// A retention value or key that does not parse. `Display` names what was
 /// being parsed and the offending value, e.g.
-/// `invalid max_size "50XB": unknown unit "XB" (expected B, KB, MB, GB or TB)`.
+/// `invalid max_size "50XB": unknown unit "XB" (expected B, KB, MB, GB or TB,
+/// or KiB, MiB, GiB or TiB)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
     what: &'static str,
@@ -156,7 +165,9 @@ impl std::error::Error for ParseError {}
 // Parsers and formatters.
 
 /// Parses a size: a number, optional spaces, and a unit `B`, `KB`, `MB`,
-/// `GB` or `TB` (powers of 1024, any case); a bare number is bytes.
+/// `GB` or `TB` (powers of 1024, as in the reference), or their IEC names
+/// `KiB`, `MiB`, `GiB`, `TiB` (the same powers of 1024: `"50MiB"` is
+/// `"50MB"`), any case; a bare number is bytes.
 ///
 /// A fraction is allowed (`"1.5GB"`, as the reference's `float` parse
 /// allows) and rounds down to a whole byte. Negative sizes, unknown units and
@@ -166,6 +177,8 @@ impl std::error::Error for ParseError {}
 /// use hyperlog::retention::parse_size;
 /// assert_eq!(parse_size("50MB"), Ok(50 * 1024 * 1024));
 /// assert_eq!(parse_size("50 mb"), Ok(50 * 1024 * 1024));
+/// assert_eq!(parse_size("50MiB"), parse_size("50MB"));
+/// assert_eq!(parse_size("2 gib"), Ok(2 << 30));
 /// assert_eq!(parse_size("1.5KB"), Ok(1536));
 /// assert_eq!(parse_size("4096"), Ok(4096));
 /// assert!(parse_size("-1MB").is_err());
@@ -176,7 +189,7 @@ pub fn parse_size(input: &str) -> Result<u64, ParseError> {
 }
 
 fn parse_size_as(what: &'static str, input: &str) -> Result<u64, ParseError> {
-    let bytes = parse_quantity(what, input, SIZE_UNITS, "B, KB, MB, GB or TB")?;
+    let bytes = parse_quantity(what, input, SIZE_UNITS, SIZE_UNITS_TEXT)?;
     u64::try_from(bytes).map_err(|_| {
         ParseError::new(
             what,
@@ -686,7 +699,8 @@ impl RetentionPolicy {
     }
 
     /// Builds a policy from string keys and values, as the reference takes
-    /// its `retention_policy` dict: `max_size` (`"50MB"`), `max_age`
+    /// its `retention_policy` dict: `max_size` (`"50MB"`, or `"50MiB"`: see
+    /// [`parse_size`]), `max_age`
     /// (`"24h"`), `rotation_time` (`"00:00"`), and hyperlog's `max_archives`
     /// (`"10"`), `max_archive_age` (`"30d"`), `compression` (`"none"`,
     /// `"zstd"`, `"zstd:<level>"`) and `delete_wal_segments` (`"true"`,
@@ -1492,10 +1506,56 @@ mod tests {
     }
 
     #[test]
+    fn iec_size_units_are_the_same_powers_of_1024() {
+        for (s, n) in [
+            ("50MiB", 50 * MB),
+            ("50 MiB", 50 * MB),
+            ("50mib", 50 * MB),
+            ("50MIB", 50 * MB),
+            (" 50\tmIb ", 50 * MB),
+            ("1KiB", 1024),
+            ("1.5kib", 1536),
+            ("3GiB", 3 << 30),
+            ("2TiB", 2 << 40),
+            ("0.5TiB", 1 << 39),
+            ("16777215TiB", u64::MAX - (1 << 40) + 1),
+        ] {
+            assert_eq!(parse_size(s), Ok(n), "{s}");
+        }
+        for (iec, legacy) in [("KiB", "KB"), ("MiB", "MB"), ("GiB", "GB"), ("TiB", "TB")] {
+            for k in ["1", "7", "0.25", "1024"] {
+                assert_eq!(
+                    parse_size(&format!("{k}{iec}")),
+                    parse_size(&format!("{k}{legacy}")),
+                    "{k}{iec}"
+                );
+            }
+        }
+        assert_err(parse_size("16777216TiB"), "16777216TiB", "too large");
+        // Near misses are still unknown units, and the message lists both spellings.
+        for bad in ["50Mi", "50MiBB", "50 Mi B", "50iB", "50PiB", "50KIBI"] {
+            assert_err(parse_size(bad), bad, "unknown unit");
+            assert!(
+                parse_size(bad)
+                    .unwrap_err()
+                    .to_string()
+                    .contains("KiB, MiB, GiB or TiB")
+            );
+        }
+        // Through the reference's string map, as `max_size`.
+        let p = RetentionPolicy::from_map([("max_size", "50MiB")]).unwrap();
+        assert_eq!(
+            p,
+            RetentionPolicy::from_map([("max_size", "50MB")]).unwrap()
+        );
+        assert_eq!(p, RetentionPolicy::new().max_size(50 * MB));
+    }
+
+    #[test]
     fn bad_sizes_name_the_value() {
         assert_err(parse_size("-1MB"), "-1MB", "negative");
         assert_err(parse_size("50XB"), "50XB", "unknown unit \"XB\"");
-        assert_err(parse_size("50 KiB"), "50 KiB", "unknown unit");
+        assert_err(parse_size("50 KiBit"), "50 KiBit", "unknown unit");
         assert_err(parse_size("5 M B"), "5 M B", "unknown unit");
         assert_err(parse_size("1e6"), "1e6", "unknown unit");
         assert_err(parse_size(""), "", "empty");

@@ -178,6 +178,12 @@ pub const INDEX_STRIDE: u64 = 4096;
 
 const INDEX_MAGIC: &[u8; 8] = b"HLIDX001";
 
+/// Whether a record starting at `offset` gets an index point, the last
+/// point being at `last` (the first record always does).
+pub(crate) fn index_point_due(last: Option<u64>, offset: u64) -> bool {
+    last.is_none_or(|o| offset >= o + INDEX_STRIDE)
+}
+
 /// The sparse index file of a segment: `{segment}.idx`.
 pub fn index_path(segment: &Path) -> PathBuf {
     PathBuf::from(format!("{}.idx", segment.display()))

@@ -322,6 +322,7 @@ fn core_child() {
         "stderr" => child_stderr(),
         "errors_to_stderr" => child_errors_to_stderr(),
         "level_env" => child_level_env(),
+        "level_env_wal" => child_level_env_wal(),
         "template" => child_template(),
         "flush_kill" => child_flush_kill(),
         other => panic!("unknown child scenario {other:?}"),
@@ -376,7 +377,8 @@ fn child_errors_to_stderr() {
 
 fn child_level_env() {
     let logger = Logger::new();
-    let configured = logger.configure("lvl", ContextOptions::new().level(LogLevel::Warn));
+    // No explicit level: HYPERLOG_LEVEL applies (and a bad value is an error).
+    let configured = logger.configure("lvl", ContextOptions::new());
     let mut out = std::io::stdout().lock();
     if let Err(e) = configured {
         writeln!(out, "<M-LVL-CONFIGURE-ERR> {e}").unwrap();
@@ -385,13 +387,21 @@ fn child_level_env() {
     }
     drop(out);
     let ctx = logger.context_blocking("lvl").unwrap();
+    // An explicit level wins over the variable.
+    let explicit = logger
+        .context_with_blocking("lvl-explicit", ContextOptions::new().level(LogLevel::Warn))
+        .unwrap();
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "<M-LVL-IN-FORCE> {}", ctx.level()).unwrap();
+        writeln!(out, "<M-LVL-EXPLICIT-IN-FORCE> {}", explicit.level()).unwrap();
         out.flush().unwrap();
     }
     for level in [LogLevel::Trace, LogLevel::Debug, LogLevel::Info] {
         ctx.log_blocking(Message::new(level, format!("<M-LVL-{level}>")))
+            .unwrap();
+        explicit
+            .log_blocking(Message::new(level, format!("<M-LVL-EXPLICIT-{level}>")))
             .unwrap();
     }
     // A file context too: its default level (INFO) is overridden the same way.
@@ -402,6 +412,100 @@ fn child_level_env() {
     file.log_blocking(Message::trace("file trace")).unwrap();
     file.log_blocking(Message::debug("file debug")).unwrap();
     file.log_blocking(Message::info("file info")).unwrap();
+    logger.close_blocking().unwrap();
+}
+
+/// Under `HYPERLOG_LEVEL=error`: write-ahead logs (contexts that sync or
+/// carry LSNs) drop nothing; a data-plane context is filtered by the
+/// variable unless it sets a level itself. Prints each acknowledged LSN as
+/// `<M-WAL-ACK> {file} {lsn}` for the parent to read back.
+fn child_level_env_wal() {
+    let dir = PathBuf::from(std::env::var(PATH_ENV).unwrap());
+    let logger = Logger::new();
+    let wal = |name: &str, o: ContextOptions| {
+        logger
+            .context_with_blocking(name, o.path(dir.join(format!("{name}.wal"))))
+            .unwrap()
+    };
+    let binary = || ContextOptions::new().format(LogFormat::Binary);
+    let wals = [
+        // The reported case: a WAL context with an explicit TRACE level.
+        wal(
+            "batch-trace",
+            binary()
+                .durability(DurabilityMode::FsyncBatch)
+                .enable_lsn(true)
+                .level(LogLevel::Trace),
+        ),
+        // No level at all: the default minimum level does not apply either.
+        wal(
+            "batch",
+            binary()
+                .durability(DurabilityMode::FsyncBatch)
+                .enable_lsn(true),
+        ),
+        wal(
+            "fsync",
+            binary().durability(DurabilityMode::Fsync).enable_lsn(true),
+        ),
+        // LSNs without syncing, and syncing without LSNs, are WALs too.
+        wal(
+            "flush-lsn",
+            binary().durability(DurabilityMode::Flush).enable_lsn(true),
+        ),
+        wal("fsync-no-lsn", binary().durability(DurabilityMode::Fsync)),
+    ];
+    let mut out = std::io::stdout().lock();
+    for ctx in &wals {
+        assert_eq!(ctx.level(), LogLevel::Trace, "{}", ctx.name());
+        let lsn_enabled = ctx.name() != "fsync-no-lsn";
+        for i in 0..5 {
+            let msg = Message::info(format!("{} command {i}", ctx.name()));
+            let ack = if i % 2 == 0 {
+                ctx.log_blocking(msg).unwrap()
+            } else {
+                block_on(ctx.log(msg)).unwrap()
+            };
+            assert_eq!(
+                ack.is_some(),
+                lsn_enabled,
+                "{} entry {i}: {ack:?}",
+                ctx.name()
+            );
+            let shown = ack.map_or("none".to_string(), |l| l.get().to_string());
+            writeln!(out, "<M-WAL-ACK> {} {shown}", ctx.name()).unwrap();
+        }
+        // Below INFO as well: a command log is never filtered by default.
+        let ack = ctx.log_blocking(Message::debug(format!("{} debug", ctx.name())));
+        assert_eq!(ack.unwrap().is_some(), lsn_enabled, "{}", ctx.name());
+        writeln!(out, "<M-WAL-DEBUG> {}", ctx.name()).unwrap();
+    }
+    out.flush().unwrap();
+    drop(out);
+
+    // The data plane: the variable filters a context without a level...
+    let data = logger
+        .context_with_blocking(
+            "data",
+            ContextOptions::new().path(dir.join("data.log.json")),
+        )
+        .unwrap();
+    assert_eq!(data.level(), LogLevel::Error);
+    assert_eq!(data.log_blocking(Message::info("data info")).unwrap(), None);
+    assert_eq!(data.log_blocking(Message::warn("data warn")).unwrap(), None);
+    data.log_blocking(Message::error("data error")).unwrap();
+    // ...but not one with an explicit level.
+    let traced = logger
+        .context_with_blocking(
+            "traced",
+            ContextOptions::new()
+                .path(dir.join("traced.log.json"))
+                .level(LogLevel::Trace),
+        )
+        .unwrap();
+    assert_eq!(traced.level(), LogLevel::Trace);
+    traced.log_blocking(Message::trace("traced trace")).unwrap();
+    traced.log_blocking(Message::info("traced info")).unwrap();
     logger.close_blocking().unwrap();
 }
 
@@ -634,7 +738,7 @@ fn a_filtered_entry_is_not_serialized() {
 }
 
 #[test]
-fn hyperlog_level_env_overrides_the_configured_level() {
+fn hyperlog_level_env_sets_the_level_of_contexts_without_one() {
     let dir = tempdir();
     let path = dir.path().join("env-level.log.json");
     let path_s = path.to_str().unwrap();
@@ -649,17 +753,27 @@ fn hyperlog_level_env_overrides_the_configured_level() {
     assert_default_line(out.stdout_line("<M-LVL-INFO>"), "INFO", "<M-LVL-INFO>");
     assert!(!out.stdout.contains("<M-LVL-TRACE>"), "{}", out.stdout);
     assert_eq!(messages(&path), ["file debug", "file info"]);
+    // An explicit level wins over the variable.
+    assert!(
+        out.stdout.contains("<M-LVL-EXPLICIT-IN-FORCE> WARN"),
+        "{}",
+        out.stdout
+    );
+    for below in ["TRACE", "DEBUG", "INFO"] {
+        let marker = format!("<M-LVL-EXPLICIT-{below}>");
+        assert!(!out.stdout.contains(&marker), "{marker}: {}", out.stdout);
+    }
 
-    // The control: without the variable, the configured WARN is in force.
+    // The control: without the variable, the default INFO is in force.
     std::fs::remove_file(&path).unwrap();
     let out = run_child("level_env", &[(PATH_ENV, path_s)]);
     assert!(
-        out.stdout.contains("<M-LVL-IN-FORCE> WARN"),
+        out.stdout.contains("<M-LVL-IN-FORCE> INFO"),
         "{}",
         out.stdout
     );
     assert!(!out.stdout.contains("<M-LVL-DEBUG>"), "{}", out.stdout);
-    assert!(!out.stdout.contains("<M-LVL-INFO>"), "{}", out.stdout);
+    assert_default_line(out.stdout_line("<M-LVL-INFO>"), "INFO", "<M-LVL-INFO>");
     assert_eq!(messages(&path), ["file info"]);
 
     // A value that is not a level is an error at configure time.
@@ -668,6 +782,62 @@ fn hyperlog_level_env_overrides_the_configured_level() {
     assert!(
         line.contains("HYPERLOG_LEVEL") && line.contains("verbose"),
         "{line}"
+    );
+}
+
+/// Issue #13 item 5: `HYPERLOG_LEVEL=warn` made WAL appends return `Ok(None)`
+/// and write nothing, even with `.level(Trace)`. The variable (and the
+/// default minimum level) never drop an entry of a context that syncs or
+/// carries LSNs; an explicit level wins over the variable everywhere.
+#[test]
+fn hyperlog_level_env_never_filters_a_write_ahead_log() {
+    let dir = tempdir();
+    let out = run_child(
+        "level_env_wal",
+        &[
+            (LEVEL_ENV, "error"),
+            (PATH_ENV, dir.path().to_str().unwrap()),
+        ],
+    );
+    for name in ["batch-trace", "batch", "fsync", "flush-lsn", "fsync-no-lsn"] {
+        let path = dir.path().join(format!("{name}.wal"));
+        let acked: Vec<String> = out
+            .stdout
+            .lines()
+            .filter_map(|l| l.strip_prefix("<M-WAL-ACK> "))
+            .filter_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(acked.len(), 5, "{name}: {}", out.stdout);
+        let logs = read_all::<Message>(&path);
+        let mut want: Vec<String> = (0..5).map(|i| format!("{name} command {i}")).collect();
+        want.push(format!("{name} debug"));
+        assert_eq!(
+            logs.iter()
+                .map(|l| l.entry.message.clone().unwrap_or_default())
+                .collect::<Vec<_>>(),
+            want,
+            "{name}"
+        );
+        // Each entry is on disk with the LSN its caller was given.
+        for (log, ack) in logs.iter().zip(&acked) {
+            let on_disk = log.lsn.map_or("none".to_string(), |l| l.get().to_string());
+            assert_eq!(&on_disk, ack, "{name}");
+            assert_eq!(log.entry.level, LogLevel::Info, "{name}");
+        }
+        if name == "fsync-no-lsn" {
+            assert!(acked.iter().all(|a| a == "none"), "{acked:?}");
+        } else {
+            assert!(acked.iter().all(|a| a != "none"), "{name}: {acked:?}");
+            assert!(logs.last().unwrap().lsn.is_some(), "{name}");
+        }
+    }
+    // The data plane: filtered by the variable without a level of its own...
+    assert_eq!(messages(&dir.path().join("data.log.json")), ["data error"]);
+    // ...and not with an explicit TRACE.
+    assert_eq!(
+        messages(&dir.path().join("traced.log.json")),
+        ["traced trace", "traced info"]
     );
 }
 
@@ -2063,4 +2233,81 @@ fn dropping_the_last_handles_flushes() {
         drop(logger);
     });
     assert_eq!(messages(&path), numbers(0..N));
+}
+
+/// Issue #13 item 6.3: a typo in a context name silently gave a console
+/// context. That stays the default; `deny_unconfigured(true)` makes it an
+/// error naming the context.
+#[test]
+fn deny_unconfigured_makes_an_unknown_context_name_an_error() {
+    let dir = tempdir();
+    let path = dir.path().join("stats.log.json");
+
+    // The default (the reference's): a console context with default options.
+    let lenient = Logger::new();
+    let typo = lenient.context_blocking("stast").unwrap();
+    assert_eq!(typo.path(), None);
+    drop(typo);
+
+    let logger = Logger::new().deny_unconfigured(true);
+    logger
+        .configure("stats", ContextOptions::new().path(&path))
+        .unwrap();
+    let stats = block_on(logger.context("stats")).unwrap();
+    stats.log_blocking(Message::info("counted")).unwrap();
+    let assert_denied = |r: Result<hyperlog::Context, Error>, name: &str| match r {
+        Err(e @ Error::UnconfiguredContext { .. }) => {
+            let Error::UnconfiguredContext { context } = &e else {
+                unreachable!()
+            };
+            assert_eq!(context, name);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!("{name:?}")) && msg.contains("configure"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected Error::UnconfiguredContext for {name:?}, got {other:?}"),
+    };
+    assert_denied(block_on(logger.context("stast")), "stast");
+    assert_denied(logger.context_blocking("stast"), "stast");
+    // Nothing was opened or registered for it: it still fails, and the
+    // configured context is untouched.
+    assert_denied(logger.context_blocking("stast"), "stast");
+    assert!(!format!("{logger:?}").contains("stast"), "{logger:?}");
+    // Clones share the registry, and so the setting.
+    assert_denied(logger.clone().context_blocking("other"), "other");
+    // `context_with` configures, so it is never denied.
+    let other = logger
+        .context_with_blocking(
+            "other",
+            ContextOptions::new().path(dir.path().join("other.log.json")),
+        )
+        .unwrap();
+    assert_eq!(
+        other.path(),
+        Some(dir.path().join("other.log.json").as_path())
+    );
+    logger.close_blocking().unwrap();
+    assert_eq!(messages(&path), ["counted"]);
+
+    // A name opened unconfigured before the setting was turned on counts as
+    // unconfigured; configuring it lifts that.
+    let late = Logger::new();
+    let implicit = late.context_blocking("implicit").unwrap();
+    let late = late.deny_unconfigured(true);
+    assert_denied(late.context_blocking("implicit"), "implicit");
+    // (An open context keeps its settings until it is closed.)
+    implicit.close_blocking().unwrap();
+    late.configure(
+        "implicit",
+        ContextOptions::new().path(dir.path().join("i.log.json")),
+    )
+    .unwrap();
+    let reopened = late.context_blocking("implicit").unwrap();
+    assert!(reopened.path().is_some());
+    // And `false` restores the default.
+    let late = late.deny_unconfigured(false);
+    assert_eq!(late.context_blocking("console").unwrap().path(), None);
+    late.close_blocking().unwrap();
 }

@@ -503,3 +503,91 @@ fn zeros_a_crash_left_in_sealed_segments_are_trimmed_on_open_and_damage_is_not()
         assert_eq!(read_back, want, "{format:?}");
     }
 }
+
+/// Issue #13 item 6.1: the live file's index was rebuilt only for a file that
+/// started empty, so the first segment sealed after a reopen had no `.idx`.
+/// Every segment, the one that spans the reopen included, has a valid index
+/// whose points each name a record start with that LSN, exactly where the
+/// writer puts them (the first record, then the first at least
+/// `INDEX_STRIDE` bytes past the previous point).
+#[test]
+fn the_first_segment_sealed_after_a_reopen_has_a_complete_index() {
+    use hyperlog::segments::{INDEX_STRIDE, decode_index, index_path};
+    for format in [LogFormat::Binary, LogFormat::Json] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.wal");
+        let policy = RetentionPolicy::new().max_size(48 * 1024);
+        let session = |from: u32, n: u32| {
+            let logger = Logger::new();
+            let ctx = logger
+                .context_with_blocking(
+                    "wal",
+                    options(&path, format).retention_policy(policy.clone()),
+                )
+                .unwrap();
+            for i in from..from + n {
+                let cmd = Cmd {
+                    level: LogLevel::Info,
+                    message: Some(format!("command {i:05}")),
+                    n: i,
+                };
+                ctx.log_blocking(cmd).unwrap().unwrap();
+            }
+            logger.close_blocking().unwrap();
+        };
+        // Enough for several index points, not enough to rotate.
+        session(0, 120);
+        let live_len = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            live_len > 3 * INDEX_STRIDE,
+            "{format:?}: live file of {live_len} bytes"
+        );
+        assert!(list_segments(&hyperlog::fs::StdFs, &path).is_empty());
+        // Reopened: more until the live file rotated at least twice.
+        session(120, 630);
+        let segments = list_segments(&hyperlog::fs::StdFs, &path);
+        assert!(
+            segments.len() >= 2,
+            "{format:?}: {} segments",
+            segments.len()
+        );
+        assert!(
+            std::fs::metadata(&segments[0].path).unwrap().len() > live_len,
+            "{format:?}: the first segment spans the reopen"
+        );
+        for s in &segments {
+            let idx = index_path(&s.path);
+            let bytes = std::fs::read(&idx)
+                .unwrap_or_else(|e| panic!("{format:?}: {}: {e}", idx.display()));
+            let points = decode_index(&bytes)
+                .unwrap_or_else(|| panic!("{format:?}: {} does not decode", idx.display()));
+            let records: Vec<(u64, u64)> =
+                hyperlog::read_records(&s.path, 0, ReadOptions::default())
+                    .map(|r| {
+                        let r = r.unwrap();
+                        (r.lsn.unwrap().get(), r.offset)
+                    })
+                    .collect();
+            let mut want: Vec<(u64, u64)> = Vec::new();
+            for &(lsn, offset) in &records {
+                if want.last().is_none_or(|p| offset >= p.1 + INDEX_STRIDE) {
+                    want.push((lsn, offset));
+                }
+            }
+            assert!(want.len() > 3, "{format:?}: {} points", want.len());
+            assert_eq!(points, want, "{format:?}: {}", idx.display());
+            // Each point names a record start with that LSN.
+            for p in &points {
+                assert!(records.contains(p), "{format:?}: point {p:?}");
+            }
+        }
+        // And seeking through the index lands on the right entries.
+        let all = read(&path, ReadOptions::default()).unwrap();
+        assert_eq!(all.len(), 750);
+        for k in [0usize, 100, 119, 120, 121, 400, 749] {
+            let got = read(&path, ReadOptions::default().from_lsn(all[k].1)).unwrap();
+            assert_eq!(got.first(), Some(&all[k]), "{format:?}: from entry {k}");
+            assert_eq!(got.len(), 750 - k);
+        }
+    }
+}

@@ -117,7 +117,7 @@ impl Writer {
                     {
                         let at = good_len + start;
                         let last = self.index_pending.last().or(index.last()).map(|p| p.1);
-                        if last.is_none_or(|o| at >= o + crate::segments::INDEX_STRIDE) {
+                        if crate::segments::index_point_due(last, at) {
                             self.index_pending.push((l.get(), at));
                         }
                     }

@@ -10,8 +10,10 @@
 //! format and cut as a torn tail). New LSNs continue above the last one on
 //! disk, the live file's or, when it holds none, the last sealed segment's, and
 //! for a write-ahead log the sealed segments must form a chain (unless damage
-//! is to be skipped). The live file's sparse index is built only for a file
-//! that starts empty: one reopened with content is scanned by readers instead.
+//! is to be skipped). A file with LSNs keeps a sparse index of its records
+//! for the segment it is sealed into; when it is reopened with records, the
+//! index points of those are rebuilt from the recovery scan, so the first
+//! segment sealed after a reopen has a complete index too.
 //! A file created here has its directory entry synced before anything is
 //! written to it.
 
@@ -24,7 +26,7 @@ use crate::format::{self, HEADER_LEN, LogFormat};
 use crate::fs::{FileSystem, WritableFile, parent_dir};
 use crate::group_commit::GroupCommit;
 use crate::lsn::LsnGenerator;
-use crate::reader::{ScanSummary, scan_log};
+use crate::reader::{ScanSummary, scan_log_with};
 use crate::rotation::Rotation;
 use crate::{DurabilityMode, Error, Lsn, RecoveryMode};
 
@@ -61,17 +63,21 @@ impl Writer {
         let mut rotation = None;
         let mut file_system = None;
         let mut live_first_lsn = None;
+        // The live file's sparse index (keyed by LSN, so only with LSNs).
+        let mut index = None;
         let (sink, report) = match cfg.sink {
             SinkConfig::Console(stream) => (Sink::Console(stream), None),
             SinkConfig::File { path, fs, mode } => {
-                let (mut file, report) = open_file(
+                let (mut file, report, points) = open_file(
                     &*fs,
                     &path,
                     mode,
                     cfg.format,
                     cfg.max_record_size,
                     cfg.recovery,
+                    cfg.lsn_instance.is_some(),
                 )?;
+                index = points;
                 if let (Some(g), Some(last)) = (lsn.as_mut(), report.last_lsn) {
                     g.resume_after(last);
                 }
@@ -173,7 +179,7 @@ impl Writer {
                 prealloc_step: cfg.preallocate,
                 extension: None,
                 records_in_buf: 0,
-                index: (live_first_lsn.is_none() && cfg.lsn_instance.is_some()).then(Vec::new),
+                index,
                 index_pending: Vec::new(),
                 rotation,
                 fs: file_system,
@@ -191,8 +197,15 @@ impl Writer {
     }
 }
 
+/// The sparse index points of a file's records, when `index`: `(lsn,
+/// offset)` of the first record with an LSN and then of the first one at
+/// least [`INDEX_STRIDE`](crate::segments::INDEX_STRIDE) bytes past the
+/// previous point, as the writer adds them (`commit.rs`).
+type IndexPoints = Option<Vec<(u64, u64)>>;
+
 /// Opens `path` for appending: creates it (and its directory entry, synced)
 /// or recovers it (cuts a torn tail into a side file), and takes the lock.
+/// With `index`, also returns the sparse index points of the records kept.
 fn open_file(
     fs: &dyn FileSystem,
     path: &Path,
@@ -200,7 +213,9 @@ fn open_file(
     format: LogFormat,
     max_record_size: u64,
     recovery: RecoveryMode,
-) -> Result<(Box<dyn WritableFile>, RecoveryReport), Error> {
+    index: bool,
+) -> Result<(Box<dyn WritableFile>, RecoveryReport, IndexPoints), Error> {
+    let mut points = index.then(Vec::new);
     let dir = parent_dir(path);
     fs.create_dir_all(&dir)
         .map_err(|e| Error::io("create directory", &dir, e))?;
@@ -226,11 +241,11 @@ fn open_file(
     if created {
         fs.sync_dir(&dir)
             .map_err(|e| Error::io("fsync directory", &dir, e))?;
-        return Ok((file, report));
+        return Ok((file, report, points));
     }
     let len = file.len().map_err(|e| Error::io("stat", path, e))?;
     if len == 0 {
-        return Ok((file, report));
+        return Ok((file, report, points));
     }
     // Only a complete first record of the other format is a mismatch; a
     // first record cut short by a crash is read in the configured format
@@ -255,7 +270,21 @@ fn open_file(
             ),
         });
     }
-    let sum: ScanSummary = scan_log(fs, path, Some(format), max_record_size, recovery)?;
+    let mut on_record = |offset: u64, lsn: Option<Lsn>| {
+        if let (Some(points), Some(lsn)) = (points.as_mut(), lsn)
+            && crate::segments::index_point_due(points.last().map(|p| p.1), offset)
+        {
+            points.push((lsn.get(), offset));
+        }
+    };
+    let sum: ScanSummary = scan_log_with(
+        fs,
+        path,
+        Some(format),
+        max_record_size,
+        recovery,
+        &mut on_record,
+    )?;
     report.records = sum.records;
     report.first_lsn = sum.first_lsn;
     report.last_lsn = sum.last_lsn;
@@ -284,7 +313,7 @@ fn open_file(
         report.bytes_cut = len - sum.valid_len;
         report.saved_to = Some(side);
     }
-    Ok((file, report))
+    Ok((file, report, points))
 }
 
 fn read_range(fs: &dyn FileSystem, path: &Path, from: u64, to: u64) -> Result<Vec<u8>, Error> {
