@@ -167,6 +167,21 @@ pub enum Error {
         model: String,
     },
 
+    /// A caller-chosen LSN does not follow the last one (see
+    /// `ContextOptions::caller_lsns`): nothing was written for it.
+    #[error(
+        "{path}: LSN {lsn} does not follow the last LSN {}: each must be one above the last, unless the caller allows a gap",
+        last.map_or("(none)".to_string(), |l| l.to_string())
+    )]
+    LsnOutOfOrder {
+        /// The log file.
+        path: PathBuf,
+        /// The LSN refused.
+        lsn: Lsn,
+        /// The last LSN in the log.
+        last: Option<Lsn>,
+    },
+
     /// A segment a reader still had to read was deleted (by
     /// `truncate_before` or retention) while it read the log: what it
     /// returned before this error is a gapless run of the log, but it cannot

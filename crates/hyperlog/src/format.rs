@@ -73,6 +73,18 @@ pub(crate) fn encode_envelope<E: Serialize + ?Sized>(
     write_envelope(entry, &meta, out)
 }
 
+/// Writes a compact envelope up to and including `"lsn":`: the entry
+/// alone, without call-site metadata (`ContextOptions::compact`).
+pub(crate) fn encode_compact_envelope<E: Serialize + ?Sized>(
+    entry: &E,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    out.extend_from_slice(b"{\"entry\":");
+    serde_json::to_writer(&mut *out, entry)?;
+    out.extend_from_slice(b",\"lsn\":");
+    Ok(())
+}
+
 /// The call-site metadata of one envelope, as it is written.
 ///
 /// Every field is a plain string or integer: the reference's `Log` model

@@ -18,7 +18,8 @@ use crate::format;
 use crate::options::{Compiled, ConsoleStream, ContextOptions};
 use crate::template::write_value;
 use crate::writer::{
-    Opened, Request, SinkConfig, WriterConfig, WriterHandle, default_error_handler,
+    Ack, Callback, Opened, Outcome, Queued, Request, SinkConfig, WriterConfig, WriterHandle,
+    default_error_handler,
 };
 use crate::{DurabilityMode, Error, LogLevel, Lsn, RecoveryReport};
 
@@ -234,6 +235,7 @@ impl Logger {
                     durability: o.durability,
                     format: o.format,
                     lsn_instance: o.enable_lsn.then_some(o.instance_id as u16),
+                    caller_lsns: o.caller_lsns,
                     batch_max_size: o.batch_max_size,
                     batch_max_bytes: o.batch_max_bytes,
                     batch_timeout: o.batch_timeout,
@@ -433,6 +435,138 @@ impl Context {
     /// to the context's error handler.
     pub fn report_error(&self, e: &Error) {
         self.inner.writer.shared.handle_error(e);
+    }
+
+    /// Appends `entries`, each with the LSN the caller chose (a context
+    /// with [`ContextOptions::caller_lsns`]), as consecutive records behind
+    /// everything queued before them, and returns once they are queued: it
+    /// never waits for the disk (only for room in a full queue). `on_durable`
+    /// is called once, on the writer's thread, after the `fdatasync` that
+    /// covers all of them (in `Fsync`/`FsyncBatch`; in `Flush` and `None`
+    /// once they are written), with the last LSN, or with the error that
+    /// kept them from being durable (a dropped writer calls it with
+    /// [`Error::Closed`]: it is never left uncalled). So a caller that must
+    /// return at once, such as a Raft log store's `append`, still rides on
+    /// group commit: every batch submitted while a sync runs shares the next
+    /// one. Keep `on_durable` short (send on a channel): the next group
+    /// waits for it.
+    ///
+    /// The log's readers see the entries once they are written, at the
+    /// latest when `on_durable` runs; a caller that must serve them before
+    /// that (a Raft store's readers right after `append`) keeps what it
+    /// submitted in memory until then, as the raft-log crate does.
+    ///
+    /// LSNs must rise by one from the last entry in the log; the first entry
+    /// of an empty log may have any LSN (0 included), and with `allow_gap`
+    /// the first entry of this batch may jump above the last (after a purge
+    /// past the end). An LSN out of order fails with
+    /// [`Error::LsnOutOfOrder`] through `on_durable` and is not written;
+    /// neither is anything after it in the batch.
+    ///
+    /// ```
+    /// use hyperlog::{ContextOptions, DurabilityMode, Logger, Lsn, Message};
+    /// # futures::executor::block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let logger = Logger::new();
+    /// let raft_log = logger.context_with("raft", ContextOptions::new()
+    ///     .path(dir.path().join("raft.wal"))
+    ///     .durability(DurabilityMode::FsyncBatch)
+    ///     .caller_lsns(true)
+    ///     .compact(true)).await?;
+    /// let (tx, rx) = std::sync::mpsc::channel();
+    /// let batch = vec![(Lsn::new(0), Message::info("a")), (Lsn::new(1), Message::info("b"))];
+    /// raft_log.append_batch(batch, false, move |r| { let _ = tx.send(r); }).await?;
+    /// assert_eq!(rx.recv()?.ok(), Some(Some(Lsn::new(1))));
+    /// assert_eq!(raft_log.durable_lsn(), Some(Lsn::new(1)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn append_batch<E, F>(
+        &self,
+        entries: Vec<(Lsn, E)>,
+        allow_gap: bool,
+        on_durable: F,
+    ) -> Result<(), Error>
+    where
+        E: Entry,
+        F: FnOnce(Result<Option<Lsn>, Error>) + Send + 'static,
+    {
+        for r in self.batch_requests(entries, allow_gap, on_durable)? {
+            if self.inner.writer.tx.send_async(r).await.is_err() {
+                return Err(self.send_failed());
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Context::append_batch`] without an async runtime.
+    pub fn append_batch_blocking<E, F>(
+        &self,
+        entries: Vec<(Lsn, E)>,
+        allow_gap: bool,
+        on_durable: F,
+    ) -> Result<(), Error>
+    where
+        E: Entry,
+        F: FnOnce(Result<Option<Lsn>, Error>) + Send + 'static,
+    {
+        for r in self.batch_requests(entries, allow_gap, on_durable)? {
+            if self.inner.writer.tx.send(r).is_err() {
+                return Err(self.send_failed());
+            }
+        }
+        Ok(())
+    }
+
+    /// The queued requests of a batch; the last carries the callback (an
+    /// empty batch's runs at once).
+    fn batch_requests<E, F>(
+        &self,
+        entries: Vec<(Lsn, E)>,
+        allow_gap: bool,
+        on_durable: F,
+    ) -> Result<Vec<Request>, Error>
+    where
+        E: Entry,
+        F: FnOnce(Result<Option<Lsn>, Error>) + Send + 'static,
+    {
+        let o = &self.inner.config.options;
+        if !o.caller_lsns || self.inner.config.file.is_none() {
+            return Err(Error::InvalidOption {
+                context: self.inner.name.clone(),
+                option: "caller_lsns",
+                reason: "append_batch needs a file context with caller-chosen LSNs".into(),
+            });
+        }
+        if entries.is_empty() {
+            on_durable(Ok(None));
+            return Ok(Vec::new());
+        }
+        let n = entries.len();
+        let mut requests = Vec::with_capacity(n);
+        let mut on_durable: Option<Box<dyn FnOnce(Outcome) + Send>> = Some(Box::new(on_durable));
+        for (i, (lsn, entry)) in entries.into_iter().enumerate() {
+            // At the highest level: a log whose entries the caller numbers
+            // is never filtered (a filtered entry would be a hole).
+            let req = match self.prepare_with_level(&entry, LogLevel::Fatal, CallSite::caller())? {
+                Prepared::Send(Request::Record(q), _) => q,
+                _ => return Err(self.closed_error()),
+            };
+            let ack = if i + 1 == n {
+                on_durable
+                    .take()
+                    .map(|f| Ack::Call(Callback::new(self.inner.writer.shared.target.clone(), f)))
+            } else {
+                None
+            };
+            requests.push(Request::Record(Queued {
+                ack,
+                lsn: Some(lsn),
+                gap: allow_gap && i == 0,
+                ..req
+            }));
+        }
+        Ok(requests)
     }
 
     /// The durable watermark: the highest LSN such that it and every lower
@@ -680,7 +814,12 @@ impl Context {
         let (bytes, to_stderr) = match &cfg.file {
             Some(path) => {
                 let mut buf = shared.take_buf();
-                format::encode_envelope(entry, &site, thread_id(), &mut buf).map_err(ser_err)?;
+                if o.compact {
+                    format::encode_compact_envelope(entry, &mut buf).map_err(ser_err)?;
+                } else {
+                    format::encode_envelope(entry, &site, thread_id(), &mut buf)
+                        .map_err(ser_err)?;
+                }
                 // Refuse an oversized record before it is queued (the writer
                 // checks again with the exact LSN width).
                 let len = format::payload_len(&buf, None) as u64;
@@ -742,11 +881,13 @@ impl Context {
             (None, None)
         };
         Ok(Prepared::Send(
-            Request::Record {
+            Request::Record(Queued {
                 bytes,
                 to_stderr,
-                ack,
-            },
+                ack: ack.map(Ack::Wait),
+                lsn: None,
+                gap: false,
+            }),
             rx,
         ))
     }

@@ -135,6 +135,8 @@ pub struct ContextOptions {
     pub(crate) durability: DurabilityMode,
     pub(crate) format: LogFormat,
     pub(crate) enable_lsn: bool,
+    pub(crate) caller_lsns: bool,
+    pub(crate) compact: bool,
     pub(crate) instance_id: u32,
     pub(crate) batch_max_size: usize,
     pub(crate) batch_max_bytes: usize,
@@ -201,6 +203,8 @@ impl ContextOptions {
             durability: DurabilityMode::Flush,
             format: LogFormat::Json,
             enable_lsn: false,
+            caller_lsns: false,
+            compact: false,
             instance_id: 0,
             batch_max_size: 1000,
             batch_max_bytes: 8 * 1024 * 1024,
@@ -281,6 +285,40 @@ impl ContextOptions {
     #[must_use]
     pub fn enable_lsn(mut self, on: bool) -> Self {
         self.enable_lsn = on;
+        self
+    }
+
+    /// Let the caller choose each entry's LSN (default off: snowflake LSNs).
+    ///
+    /// Turns LSNs on. Entries are then appended with
+    /// [`Context::append_batch`](crate::Context::append_batch), each with
+    /// its own LSN, for example a Raft log index: LSNs must rise by exactly
+    /// one from entry to entry, and may start anywhere (0 included) in an
+    /// empty log or where the caller allows a gap (`allow_gap`, e.g. after
+    /// a purge past the end). An LSN out of order is refused with
+    /// [`Error::LsnOutOfOrder`](crate::Error::LsnOutOfOrder) and nothing is
+    /// written for it. `from_lsn`, the sparse index, `get_last_lsn`,
+    /// `truncate_before` and `follow` then work on these numbers. `log()`
+    /// on such a context is refused (it has no LSN to give).
+    #[must_use]
+    pub fn caller_lsns(mut self, on: bool) -> Self {
+        self.caller_lsns = on;
+        if on {
+            self.enable_lsn = true;
+        }
+        self
+    }
+
+    /// Write compact records (default off): the entry and its LSN only,
+    /// `{"entry":{...},"lsn":N}`, without the call-site metadata (file name,
+    /// function, line, thread id, timestamp) that makes up most of a small
+    /// command's record. For machine-written logs such as a Raft log: still
+    /// framed and CRC-checked the same way and read by every hyperlog reader
+    /// and the CLI (the metadata reads as absent). The Python reference
+    /// cannot read them: it requires the metadata.
+    #[must_use]
+    pub fn compact(mut self, on: bool) -> Self {
+        self.compact = on;
         self
     }
 

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::prealloc::{extend_ahead, settle_extension};
-use super::producer::Ack;
+use super::producer::Queued;
 use super::{Sink, Writer};
 use crate::entry::CallSite;
 use crate::format;
@@ -35,12 +35,12 @@ use crate::{DurabilityMode, Error, Message};
 
 impl Writer {
     /// Writes and (per policy) syncs one group, then acknowledges it.
-    pub(super) fn commit(&mut self, group: &mut Vec<(Vec<u8>, bool, Option<Ack>)>) {
+    pub(super) fn commit(&mut self, group: &mut Vec<Queued>) {
         self.shared.last_group.store(group.len(), Ordering::Relaxed);
         if let Some(p) = self.shared.poisoned() {
-            for (_, _, ack) in group.drain(..) {
-                if let Some(a) = ack {
-                    let _ = a.send(Err(p.clone()));
+            for q in group.drain(..) {
+                if let Some(a) = q.ack {
+                    a.send(Err(p.clone()));
                 }
             }
             return;
@@ -71,9 +71,9 @@ impl Writer {
                 Err(e) => self.shared.report(e),
             }
             if let Some(p) = self.shared.poisoned() {
-                for (_, _, ack) in group.drain(..) {
-                    if let Some(a) = ack {
-                        let _ = a.send(Err(p.clone()));
+                for q in group.drain(..) {
+                    if let Some(a) = q.ack {
+                        a.send(Err(p.clone()));
                     }
                 }
                 return;
@@ -81,7 +81,14 @@ impl Writer {
         }
         let now = now_ms();
         let mut group_last = None;
-        for (bytes, to_stderr, ack) in group.drain(..) {
+        for Queued {
+            bytes,
+            to_stderr,
+            ack,
+            lsn: chosen,
+            gap,
+        } in group.drain(..)
+        {
             match &self.sink {
                 Sink::Console(_) => {
                     if to_stderr {
@@ -96,11 +103,38 @@ impl Writer {
                 }
                 Sink::File { path, .. } => {
                     // An LSN refused here leaves a gap, never a repeat.
-                    let lsn = self.lsn.as_mut().map(|g| g.next(now));
+                    let lsn = match (self.caller.as_mut(), chosen) {
+                        (None, _) => self.lsn.as_mut().map(|g| g.next(now)),
+                        (Some(c), Some(l)) => match c.accept(l, gap) {
+                            Ok(()) => Some(l),
+                            Err(last) => {
+                                if let Some(a) = ack {
+                                    a.send(Err(Error::LsnOutOfOrder {
+                                        path: path.clone(),
+                                        lsn: l,
+                                        last,
+                                    }));
+                                }
+                                self.shared.recycle(bytes);
+                                continue;
+                            }
+                        },
+                        (Some(_), None) => {
+                            if let Some(a) = ack {
+                                a.send(Err(Error::InvalidOption {
+                                    context: self.shared.target.clone(),
+                                    option: "caller_lsns",
+                                    reason: "this context takes the LSN of each entry from the caller: append with Context::append_batch".into(),
+                                }));
+                            }
+                            self.shared.recycle(bytes);
+                            continue;
+                        }
+                    };
                     let len = format::payload_len(&bytes, lsn);
                     if len as u64 > self.max_record_size {
                         if let Some(a) = ack {
-                            let _ = a.send(Err(Error::RecordTooLarge {
+                            a.send(Err(Error::RecordTooLarge {
                                 path: path.clone(),
                                 len: len as u64,
                                 max: self.max_record_size,
@@ -150,7 +184,7 @@ impl Writer {
                     self.shared.durable.advance(l);
                 }
                 for (a, lsn) in self.acks.drain(..) {
-                    let _ = a.send(Ok(lsn));
+                    a.send(Ok(lsn));
                 }
             }
             Err(e) => {
@@ -160,7 +194,7 @@ impl Writer {
                     self.shared.poison(&e);
                 }
                 for (a, _) in self.acks.drain(..) {
-                    let _ = a.send(Err(e.clone()));
+                    a.send(Err(e.clone()));
                 }
             }
         }

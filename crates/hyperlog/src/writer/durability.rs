@@ -108,11 +108,7 @@ impl Writer {
             .unwrap_or_default()
         {
             match r {
-                Request::Record {
-                    bytes,
-                    to_stderr,
-                    ack,
-                } => group.push((bytes, to_stderr, ack)),
+                Request::Record(q) => group.push(q),
                 Request::Flush { ack, .. } | Request::Close { ack } => waiting.push(ack),
                 Request::Truncate { ack, .. } => {
                     let _ = ack.send(Err(Error::Closed {

@@ -220,13 +220,9 @@ impl Writer {
         let mut bytes = 0usize;
         let mut control = None;
         match first {
-            Request::Record {
-                bytes: b,
-                to_stderr,
-                ack,
-            } => {
-                bytes += b.len();
-                group.push((b, to_stderr, ack));
+            Request::Record(q) => {
+                bytes += q.bytes.len();
+                group.push(q);
             }
             other => control = Some(other),
         }
@@ -253,13 +249,9 @@ impl Writer {
                     }
                 };
                 match next {
-                    Request::Record {
-                        bytes: b,
-                        to_stderr,
-                        ack,
-                    } => {
-                        bytes += b.len();
-                        group.push((b, to_stderr, ack));
+                    Request::Record(q) => {
+                        bytes += q.bytes.len();
+                        group.push(q);
                     }
                     Request::Wake => {}
                     other => control = Some(other),
@@ -283,13 +275,9 @@ impl Writer {
             let queued = std::iter::from_fn(|| rx.as_ref()?.try_recv().ok());
             for r in first.into_iter().chain(queued) {
                 match r {
-                    Request::Record {
-                        bytes: b,
-                        to_stderr,
-                        ack,
-                    } => {
-                        bytes += b.len();
-                        group.push((b, to_stderr, ack));
+                    Request::Record(q) => {
+                        bytes += q.bytes.len();
+                        group.push(q);
                         if self.group.is_full(group.len(), bytes) {
                             self.commit(&mut group);
                             bytes = 0;
@@ -310,15 +298,11 @@ impl Writer {
             }
         }
         match own {
-            Request::Record {
-                bytes: b,
-                to_stderr,
-                ack,
-            } => {
-                if self.group.is_full(group.len() + 1, bytes + b.len()) && !group.is_empty() {
+            Request::Record(q) => {
+                if self.group.is_full(group.len() + 1, bytes + q.bytes.len()) && !group.is_empty() {
                     self.commit(&mut group);
                 }
-                group.push((b, to_stderr, ack));
+                group.push(q);
                 self.commit(&mut group);
                 false
             }
@@ -354,7 +338,7 @@ impl Writer {
                 let _ = ack.send(self.truncate_before(before));
                 false
             }
-            Request::Record { .. } => {
+            Request::Record(_) => {
                 self.refuse(req);
                 false
             }
@@ -367,8 +351,8 @@ impl Writer {
             target: self.shared.target.clone(),
         };
         match req {
-            Request::Record { ack: Some(a), .. } => {
-                let _ = a.send(Err(closed()));
+            Request::Record(super::Queued { ack: Some(a), .. }) => {
+                a.send(Err(closed()));
             }
             Request::Flush { ack, .. } | Request::Close { ack } => {
                 let _ = ack.send(Err(closed()));

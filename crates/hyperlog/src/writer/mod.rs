@@ -78,8 +78,9 @@ use crate::{DurabilityMode, Lsn, RecoveryMode};
 pub(crate) use intake::spin_enabled;
 pub use open::RecoveryReport;
 use prealloc::Extension;
-use producer::Ack;
-pub(crate) use producer::{Opened, Request, Shared, WriterHandle, default_error_handler};
+pub(crate) use producer::{
+    Ack, Callback, Opened, Outcome, Queued, Request, Shared, WriterHandle, default_error_handler,
+};
 
 /// How a writer is set up.
 pub(crate) struct WriterConfig {
@@ -87,6 +88,8 @@ pub(crate) struct WriterConfig {
     pub durability: DurabilityMode,
     pub format: LogFormat,
     pub lsn_instance: Option<u16>,
+    /// LSNs come with each entry ([`crate::ContextOptions::caller_lsns`]).
+    pub caller_lsns: bool,
     pub batch_max_size: usize,
     pub batch_max_bytes: usize,
     pub batch_timeout: Duration,
@@ -131,6 +134,9 @@ pub(crate) struct Writer {
     finished: bool,
     format: LogFormat,
     lsn: Option<LsnGenerator>,
+    /// With caller-chosen LSNs: the last one written, and whether the next
+    /// may jump (an empty log).
+    caller: Option<CallerLsns>,
     durability: DurabilityMode,
     group_max: usize,
     group: GroupCommit,
@@ -173,4 +179,30 @@ pub(crate) struct Writer {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The order caller-chosen LSNs must keep (see
+/// [`crate::ContextOptions::caller_lsns`]).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CallerLsns {
+    /// The last LSN accepted (written, or on disk at open).
+    pub last: Option<Lsn>,
+}
+
+impl CallerLsns {
+    /// Accepts `lsn` as the next entry's, or says why not: one above the
+    /// last, or anything above it with `gap`, or anything in an empty log.
+    pub fn accept(&mut self, lsn: Lsn, gap: bool) -> Result<(), Option<Lsn>> {
+        let ok = match self.last {
+            None => true,
+            Some(last) if gap => lsn > last,
+            Some(last) => last.get().checked_add(1) == Some(lsn.get()),
+        };
+        if ok {
+            self.last = Some(lsn);
+            Ok(())
+        } else {
+            Err(self.last)
+        }
+    }
 }

@@ -63,6 +63,8 @@ impl Writer {
         let mut rotation = None;
         let mut file_system = None;
         let mut live_first_lsn = None;
+        // The last LSN on disk (the live file's, else the newest segment's).
+        let mut on_disk_last = None;
         // The live file's sparse index (keyed by LSN, so only with LSNs).
         let mut index = None;
         let (sink, report) = match cfg.sink {
@@ -129,6 +131,7 @@ impl Writer {
                 if let Some(l) = last_on_disk {
                     shared.durable.advance(l);
                 }
+                on_disk_last = last_on_disk;
                 if let Some(policy) = cfg.retention {
                     let s = shared.clone();
                     let on_error: Arc<dyn Fn(Error) + Send + Sync> = Arc::new(move |e| s.report(e));
@@ -168,6 +171,9 @@ impl Writer {
                 finished: false,
                 format: cfg.format,
                 lsn,
+                caller: cfg
+                    .caller_lsns
+                    .then_some(super::CallerLsns { last: on_disk_last }),
                 durability: cfg.durability,
                 group_max,
                 group: GroupCommit::new(

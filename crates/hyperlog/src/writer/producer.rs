@@ -30,20 +30,78 @@ use super::{SinkConfig, Writer, WriterConfig, lock};
 use crate::options::{ConsoleStream, ErrorHandler};
 use crate::{Error, Lsn};
 
-/// The acknowledgement of one entry: its LSN, or why it was not made durable.
-pub(crate) type Ack = oneshot::Sender<Result<Option<Lsn>, Error>>;
+/// The outcome of one entry: its LSN, or why it was not made durable.
+pub(crate) type Outcome = Result<Option<Lsn>, Error>;
+
+/// Who hears an entry's outcome: a waiting future or thread, or a callback
+/// (for callers that must return before the sync, see
+/// [`Context::append_batch`](crate::Context::append_batch)).
+pub(crate) enum Ack {
+    /// A oneshot channel; a dropped sender reads as a closed writer.
+    Wait(oneshot::Sender<Outcome>),
+    /// Called once, on the writer's thread, with the outcome.
+    Call(Callback),
+}
+
+/// A callback that is called exactly once: with the outcome, or, if the
+/// request is dropped unanswered (its writer is gone), with
+/// [`Error::Closed`], so that no caller is left waiting.
+pub(crate) struct Callback {
+    f: Option<Box<dyn FnOnce(Outcome) + Send>>,
+    target: String,
+}
+
+impl Callback {
+    pub(crate) fn new(target: String, f: Box<dyn FnOnce(Outcome) + Send>) -> Callback {
+        Callback { f: Some(f), target }
+    }
+}
+
+impl Drop for Callback {
+    fn drop(&mut self) {
+        if let Some(f) = self.f.take() {
+            f(Err(Error::Closed {
+                target: std::mem::take(&mut self.target),
+            }));
+        }
+    }
+}
+
+impl Ack {
+    /// Delivers the outcome (a waiter that has gone away is no error).
+    pub(crate) fn send(self, outcome: Outcome) {
+        match self {
+            Ack::Wait(tx) => {
+                let _ = tx.send(outcome);
+            }
+            Ack::Call(mut c) => {
+                if let Some(f) = c.f.take() {
+                    f(outcome);
+                }
+            }
+        }
+    }
+}
+
+/// One entry on its way to the file.
+pub(crate) struct Queued {
+    /// Serialized up to its LSN (files) or rendered (console).
+    pub bytes: Vec<u8>,
+    pub to_stderr: bool,
+    pub ack: Option<Ack>,
+    /// The LSN the caller chose, for contexts with caller-chosen LSNs.
+    pub lsn: Option<Lsn>,
+    /// The caller allows `lsn` to jump above the last one.
+    pub gap: bool,
+}
 
 /// Where the outcome of opening (and recovering) a file arrives.
 pub(crate) type Opened = oneshot::Receiver<Result<Option<RecoveryReport>, Error>>;
 
 /// What producers send to a writer.
 pub(crate) enum Request {
-    /// An entry, serialized up to its LSN (files) or rendered (console).
-    Record {
-        bytes: Vec<u8>,
-        to_stderr: bool,
-        ack: Option<Ack>,
-    },
+    /// An entry.
+    Record(Queued),
     /// Finish everything queued before this; `sync` forces an `fdatasync`.
     Flush {
         sync: bool,
