@@ -1101,6 +1101,56 @@ impl Context {
         rx.await.unwrap_or_else(|_| Err(self.send_failed()))
     }
 
+    /// Removes every entry with an LSN above `after` (every entry for
+    /// `None`), from the live file and from later sealed segments: a Raft
+    /// log's conflicting suffix. It is ordered behind everything queued
+    /// before it (appends still waiting for their sync included) and is
+    /// durable when it returns: the files cut and synced, later segments
+    /// deleted and the directory synced, before any entry queued after it is
+    /// written. A crash at any moment leaves a prefix of the old log, cut at
+    /// `after` or later: never a hole, never old entries behind new ones.
+    /// Cutting at or beyond the end changes nothing. The durable watermark
+    /// ([`Context::durable_lsn`]) comes down to `after`. With
+    /// [`ContextOptions::caller_lsns`] the next entry must then be
+    /// `after + 1`.
+    ///
+    /// ```
+    /// use hyperlog::{ContextOptions, DurabilityMode, Logger, Lsn, Message, ReadOptions};
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("raft.wal");
+    /// let logger = Logger::new();
+    /// let log = logger.context_with_blocking("raft", ContextOptions::new()
+    ///     .path(&path).durability(DurabilityMode::FsyncBatch).caller_lsns(true))?;
+    /// let batch = (1..=5).map(|i| (Lsn::new(i), Message::info(format!("e{i}")))).collect();
+    /// log.append_batch_blocking(batch, false, |_| {})?;
+    /// log.truncate_after_blocking(Some(Lsn::new(3)))?;
+    /// log.append_batch_blocking(vec![(Lsn::new(4), Message::info("new e4"))], false, |_| {})?;
+    /// log.close_blocking()?;
+    /// let lsns: Vec<u64> = hyperlog::read_entries_blocking::<Message>(&path, 0, ReadOptions::default())
+    ///     .map(|e| e.unwrap().2.unwrap().get()).collect();
+    /// assert_eq!(lsns, [1, 2, 3, 4]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub async fn truncate_after(&self, after: Option<Lsn>) -> Result<(), Error> {
+        let (ack, rx) = oneshot::channel();
+        if self
+            .inner
+            .writer
+            .tx
+            .send_async(Request::TruncateAfter { after, ack })
+            .await
+            .is_err()
+        {
+            return Err(self.send_failed());
+        }
+        rx.await.unwrap_or_else(|_| Err(self.send_failed()))
+    }
+
+    /// [`Context::truncate_after`] without an async runtime.
+    pub fn truncate_after_blocking(&self, after: Option<Lsn>) -> Result<(), Error> {
+        crate::block_on(self.truncate_after(after))
+    }
+
     /// [`Context::truncate_before`] without an async runtime.
     pub fn truncate_before_blocking(&self, lsn: Lsn) -> Result<Vec<PathBuf>, Error> {
         crate::block_on(self.truncate_before(lsn))

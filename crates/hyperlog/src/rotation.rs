@@ -644,6 +644,14 @@ impl Rotation {
 
     /// Waits until the background thread has done everything handed to it
     /// so far (sealed segments finished, clocks recorded).
+    /// Forgets the cached id of the next segment: segments were deleted
+    /// from the end of the chain, and the next one sealed continues it.
+    pub fn forget_segment_ids(&mut self) {
+        self.next_segment = None;
+    }
+
+    /// Waits until the background thread has finished every job submitted
+    /// so far.
     pub fn wait_idle(&mut self) {
         if self.jobs.is_none() {
             return;

@@ -115,6 +115,11 @@ impl Writer {
                         target: self.shared.target.clone(),
                     }));
                 }
+                Request::TruncateAfter { ack, .. } => {
+                    let _ = ack.send(Err(Error::Closed {
+                        target: self.shared.target.clone(),
+                    }));
+                }
                 Request::Wake => {}
             }
         }
@@ -203,6 +208,14 @@ impl Watermark {
         if prev <= lsn.get() {
             self.event.notify(usize::MAX);
         }
+    }
+
+    /// Lowers the watermark to `lsn` (none: to nothing) after the entries
+    /// above it were removed (`truncate_after`).
+    pub fn lower_to(&self, lsn: Option<Lsn>) {
+        let v = lsn.map_or(0, |l| l.get().saturating_add(1));
+        self.lsn.fetch_min(v, Ordering::AcqRel);
+        self.event.notify(usize::MAX);
     }
 
     /// The writer is done: wakes followers for good.

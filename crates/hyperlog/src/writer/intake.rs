@@ -338,6 +338,10 @@ impl Writer {
                 let _ = ack.send(self.truncate_before(before));
                 false
             }
+            Request::TruncateAfter { after, ack } => {
+                let _ = ack.send(self.truncate_after(after));
+                false
+            }
             Request::Record(_) => {
                 self.refuse(req);
                 false
@@ -358,6 +362,9 @@ impl Writer {
                 let _ = ack.send(Err(closed()));
             }
             Request::Truncate { ack, .. } => {
+                let _ = ack.send(Err(closed()));
+            }
+            Request::TruncateAfter { ack, .. } => {
                 let _ = ack.send(Err(closed()));
             }
             _ => {}

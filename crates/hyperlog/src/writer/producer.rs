@@ -119,6 +119,11 @@ pub(crate) enum Request {
         before: Lsn,
         ack: oneshot::Sender<Result<Vec<PathBuf>, Error>>,
     },
+    /// Remove every entry above `after` (all of them for `None`), durably.
+    TruncateAfter {
+        after: Option<Lsn>,
+        ack: oneshot::Sender<Result<(), Error>>,
+    },
 }
 
 /// State shared between a writer and its producers.

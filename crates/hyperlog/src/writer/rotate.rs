@@ -154,9 +154,7 @@ impl Writer {
             .map_err(|e| Error::io("list the directory of", path.clone(), e))?;
         // The live file's first LSN, or (when it is empty) one above
         // everything sealed.
-        let live_first = self
-            .live_first_lsn
-            .or_else(|| self.lsn.as_ref().map(|g| g.peek()));
+        let live_first = self.live_first_lsn.or_else(|| self.next_lsn());
         let mut removed = Vec::new();
         for (i, seg) in segments.iter().enumerate() {
             let next_first = segments.get(i + 1).map_or(live_first, |n| n.first_lsn);
@@ -189,5 +187,164 @@ impl Writer {
             }
         }
         Ok(removed)
+    }
+
+    /// The LSN the next entry will get (caller-chosen: one above the last).
+    fn next_lsn(&self) -> Option<Lsn> {
+        match &self.caller {
+            Some(c) => c.last.map(|l| Lsn::new(l.get().saturating_add(1))),
+            None => self.lsn.as_ref().map(|g| g.peek()),
+        }
+    }
+
+    /// Removes every entry above `after` (every entry for `None`): from the
+    /// live file and from the sealed segments, durably, before anything
+    /// queued behind the request is written. It works from the end of the
+    /// log backwards: the live file is cut (and synced), then later segments
+    /// are deleted newest first (and the directory synced), then the
+    /// segment holding `after` is cut (and synced) and its index rewritten.
+    /// So a crash at any step leaves a prefix of the old log cut at `after`
+    /// or later: never an old entry behind a hole, never old and new
+    /// entries spliced (new ones are written only after all of it).
+    pub(super) fn truncate_after(&mut self, after: Option<Lsn>) -> Result<(), Error> {
+        if let Some(p) = self.shared.poisoned() {
+            return Err(p);
+        }
+        if let Some((r, _, _)) = self.rotation.as_mut() {
+            // No sealed segment is still being trimmed or indexed under us.
+            r.wait_idle();
+        }
+        let Some(fs) = self.fs.clone() else {
+            return Ok(());
+        };
+        let Sink::File {
+            path,
+            file,
+            good_len,
+            allocated,
+        } = &mut self.sink
+        else {
+            return Ok(());
+        };
+        settle_extension(
+            &mut self.extension,
+            allocated,
+            &mut self.prealloc_step,
+            true,
+        );
+        let first_above = after.map(|l| Lsn::new(l.get().saturating_add(1)));
+        let read = |p: &std::path::Path| {
+            let mut o = crate::reader::ReadOptions::default()
+                .file_system(fs.clone())
+                .max_record_size(self.max_record_size)
+                .format(self.format);
+            if let Some(l) = first_above {
+                o = o.from_lsn(l);
+            }
+            // Where the first entry above `after` starts in `p` (`None`:
+            // none there). A damaged file is an error: cutting by guess
+            // could keep what was asked to go.
+            match crate::reader::read_records(p, 0, o).next() {
+                None => Ok(None),
+                Some(Ok(r)) => Ok(Some(r.offset)),
+                Some(Err(e)) => Err(e),
+            }
+        };
+        let fail = |what: &'static str, p: &std::path::Path, e: std::io::Error| {
+            Error::io(what, p.to_path_buf(), e)
+        };
+        // 1. The live file.
+        let live_cut = if after.is_some() && *good_len > 0 {
+            read(path)?.unwrap_or(*good_len)
+        } else {
+            0
+        };
+        if live_cut < *good_len {
+            let cut = file
+                .truncate(live_cut)
+                .and_then(|()| file.sync_data())
+                .map_err(|e| fail("truncate", path, e));
+            if let Err(e) = cut {
+                self.shared.poison(&e);
+                return Err(e);
+            }
+            *good_len = live_cut;
+            *allocated = live_cut;
+            if let Some(index) = self.index.as_mut() {
+                index.retain(|p| p.1 < live_cut);
+            }
+            if live_cut == 0 {
+                self.live_first_lsn = None;
+            }
+        }
+        // 2. and 3. The segments, when the cut reaches into them.
+        if live_cut == 0 {
+            let segments = crate::segments::try_list_segments(&*fs, path)
+                .map_err(|e| fail("list the directory of", path, e))?;
+            let mut removed = false;
+            for seg in segments.iter().rev() {
+                let keep_from = match first_above {
+                    // Wholly above `after`: deleted.
+                    Some(l) if seg.first_lsn.is_some_and(|f| f < l) => read(&seg.path)?,
+                    Some(_) if seg.first_lsn.is_none() && seg.id == segments[0].id => {
+                        read(&seg.path)?
+                    }
+                    _ => Some(0),
+                };
+                match keep_from {
+                    Some(0) => {
+                        let _ = fs.remove_file(&crate::segments::index_path(&seg.path));
+                        fs.remove_file(&seg.path)
+                            .map_err(|e| fail("delete segment", &seg.path, e))?;
+                        removed = true;
+                    }
+                    cut => {
+                        if removed {
+                            let dir = parent_dir(path);
+                            fs.sync_dir(&dir)
+                                .map_err(|e| fail("fsync directory", &dir, e))?;
+                            removed = false;
+                        }
+                        if let Some(cut) = cut {
+                            let (mut f, _) = fs
+                                .open_append(&seg.path, 0o644)
+                                .map_err(|e| fail("open", &seg.path, e))?;
+                            f.truncate(cut)
+                                .and_then(|()| f.sync_data())
+                                .map_err(|e| fail("truncate", &seg.path, e))?;
+                            let idx = crate::segments::index_path(&seg.path);
+                            let old = fs
+                                .open_read(&idx)
+                                .ok()
+                                .and_then(|f| f.read_range(0, f.len().ok()? as usize).ok())
+                                .and_then(|b| crate::segments::decode_index(&b));
+                            let _ = fs.remove_file(&idx);
+                            if let Some(mut points) = old {
+                                points.retain(|p| p.1 < cut);
+                                let _ = fs.write_new(
+                                    &idx,
+                                    &crate::segments::encode_index(&points),
+                                    0o644,
+                                );
+                            }
+                        }
+                        break;
+                    }
+                }
+            }
+            if removed {
+                let dir = parent_dir(path);
+                fs.sync_dir(&dir)
+                    .map_err(|e| fail("fsync directory", &dir, e))?;
+            }
+            if let Some((r, _, _)) = self.rotation.as_mut() {
+                r.forget_segment_ids();
+            }
+        }
+        if let Some(c) = self.caller.as_mut() {
+            c.last = after;
+        }
+        self.shared.durable.lower_to(after);
+        Ok(())
     }
 }
