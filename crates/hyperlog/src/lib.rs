@@ -163,6 +163,7 @@ pub mod reader;
 pub mod retention;
 mod rotation;
 pub mod segments;
+pub mod state;
 pub mod template;
 mod writer;
 
@@ -187,6 +188,7 @@ pub use reader::{
     scan_log,
 };
 pub use retention::RetentionPolicy;
+pub use state::DurableState;
 pub use template::Template;
 pub use writer::RecoveryReport;
 
