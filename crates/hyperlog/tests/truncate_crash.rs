@@ -304,6 +304,9 @@ struct Counts {
     kills_in_truncation: u32,
     /// Kills that left the live file renamed into a segment, not recreated.
     kills_between_seal_and_create: u32,
+    /// Kills that came before the first child created the log at all (a
+    /// first kill early in a slow start, under load).
+    kills_before_the_log_existed: u32,
     /// Sparse indexes whose segment was gone, left after a recovery and
     /// close (the most at once).
     orphan_indexes: usize,
@@ -598,11 +601,23 @@ fn check_entries(path: &Path, known: &Known, epoch: u32, ctx: &str) -> (usize, O
 /// appends through the reopened context.
 fn check(dir: &Path, c: &Combo, known: &mut Known, counts: &mut Counts, epoch: u32, ctx: &str) {
     let path = log_path(dir, c.format);
-    if !path.exists() && !list_segments(&hyperlog::fs::StdFs, &path).is_empty() {
+    let segments = list_segments(&hyperlog::fs::StdFs, &path);
+    if !path.exists() && !segments.is_empty() {
         counts.kills_between_seal_and_create += 1;
     }
-    // Readable before any writer recovers it.
-    let _ = read_all(&path, &format!("{ctx} (before reopening)"));
+    if !path.exists() && segments.is_empty() {
+        // Killed before it created the log: nothing to read yet (reading a
+        // path where no log exists is an error, as for any file).
+        assert!(
+            known.acked.is_empty(),
+            "{ctx}: the log is gone, but {} entries were acknowledged",
+            known.acked.len()
+        );
+        counts.kills_before_the_log_existed += 1;
+    } else {
+        // Readable before any writer recovers it.
+        let _ = read_all(&path, &format!("{ctx} (before reopening)"));
+    }
 
     let logger = Logger::new();
     let wal = logger
