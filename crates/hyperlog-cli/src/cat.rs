@@ -211,15 +211,17 @@ fn warn_passed(end: &crate::util::WalkEnd) {
     let w = style::WARN;
     for (file, off, reason) in &end.torn {
         anstream::eprintln!(
-            "{w}warning:{w:#} {} ends in a torn tail at byte offset {off}: {reason}",
-            file.display()
+            "{w}warning:{w:#} {} ends in a torn tail at byte offset {off}{}: {reason}",
+            file.display(),
+            end.offsets_in(file)
         );
     }
     for (file, a, b) in &end.skipped {
         if !end.torn.iter().any(|t| &t.0 == file && t.1 == *a) {
             anstream::eprintln!(
-                "{w}warning:{w:#} {}: skipped damaged bytes {a}..{b}",
-                file.display()
+                "{w}warning:{w:#} {}: skipped damaged bytes {a}..{b}{}",
+                file.display(),
+                end.offsets_in(file)
             );
         }
     }
@@ -239,6 +241,7 @@ pub fn cat(path: &Path, d: &DisplayArgs, f: &FilterArgs) -> Result<u8, Fail> {
         f.from_offset,
         from_lsn,
         d.recovery.mode(),
+        d.format,
         |file, e| {
             let v = parse(file, &e)?;
             if passes(f, &e, &v) {
@@ -330,6 +333,12 @@ fn file_id(path: &Path) -> Option<(u64, u64)> {
 
 /// `hyperlog tail`.
 pub fn tail(path: &Path, n: usize, follow: bool, d: &DisplayArgs) -> Result<u8, Fail> {
+    if follow && crate::util::is_archive(path) {
+        return Err(Fail::io(format!(
+            "{} is a zstd archive: it never grows, so there is nothing to follow; run `hyperlog tail` without -f",
+            path.display()
+        )));
+    }
     if follow {
         install_stop_handlers();
     }
@@ -340,7 +349,7 @@ pub fn tail(path: &Path, n: usize, follow: bool, d: &DisplayArgs) -> Result<u8, 
     }
     let mut last: VecDeque<(std::path::PathBuf, RawEntry)> = VecDeque::with_capacity(n.min(4096));
     let start = json_tail_start(path, n).unwrap_or(0);
-    let end = walk(path, start, None, d.recovery.mode(), |file, e| {
+    let end = walk(path, start, None, d.recovery.mode(), d.format, |file, e| {
         if n > 0 {
             if last.len() == n {
                 last.pop_front();

@@ -104,7 +104,7 @@ pub fn convert(input: &Path, output: &Path, to: LogFormat, force: bool) -> Resul
     check_overwrite(output, force)?;
     let mut buf = Vec::new();
     let mut n = 0u64;
-    walk(input, 0, None, RecoveryMode::TolerateTail, |_, e| {
+    walk(input, 0, None, RecoveryMode::TolerateTail, None, |_, e| {
         match to {
             LogFormat::Binary => hyperlog::format::encode_binary(&e.payload, e.lsn, &mut buf),
             LogFormat::Json => {

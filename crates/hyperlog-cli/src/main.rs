@@ -6,7 +6,11 @@
 //!
 //! Exit status: 0 success (and a clean log for `verify`), 1 a log that ends
 //! in a torn tail (`verify`), 2 corruption in the middle of a log (or a
-//! refused repair), 3 an I/O or usage error.
+//! refused repair), 3 an I/O or usage error (a file that is not a log, or not
+//! of the `--format` asked for, included).
+//!
+//! Zstd archives of rotated logs are read (decompressed as they are read)
+//! and never modified.
 
 #![deny(missing_docs)]
 #![warn(rust_2018_idioms)]
@@ -89,6 +93,10 @@ pub struct DisplayArgs {
     /// What to do with damaged records.
     #[arg(long, value_enum, default_value_t = Recovery::Tolerate)]
     pub recovery: Recovery,
+    /// Read the log as this format (json or binary) instead of detecting
+    /// it; a log of the other format is an error.
+    #[arg(long, value_parser = parse_format)]
+    pub format: Option<hyperlog::LogFormat>,
 }
 
 /// Which entries to print.
@@ -122,13 +130,15 @@ fn parse_level(s: &str) -> Result<hyperlog::LogLevel, String> {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Print the entries of a log.
+    /// Print the entries of a log (or of a zstd archive of one).
     #[command(
-        after_help = "Examples:\n  hyperlog cat logs/app.log.json\n  hyperlog cat data/node.wal --output table --level warn --grep job --limit 20\n  hyperlog cat data/node.wal --template '{lsn} {level} {message}' --explain-lsn"
+        after_help = "Examples:\n  hyperlog cat logs/app.log.json\n  hyperlog cat logs/app.log_1767225600_archived.zst\n  hyperlog cat data/node.wal --output table --level warn --grep job --limit 20\n  hyperlog cat data/node.wal --template '{lsn} {level} {message}' --explain-lsn"
     )]
     Cat {
         /// The log (for a segmented WAL, its live file: the sealed segments
-        /// beside it are read first).
+        /// beside it are read first), or a zstd archive (recognized by its
+        /// first bytes, decompressed as it is read; offsets count
+        /// decompressed bytes).
         path: PathBuf,
         #[command(flatten)]
         display: DisplayArgs,
@@ -140,7 +150,7 @@ enum Command {
         after_help = "Example:\n  hyperlog dump data/node.wal --from-lsn 7531014860063113216 | jq .entry"
     )]
     Dump {
-        /// The log.
+        /// The log, or a zstd archive of one.
         path: PathBuf,
         /// Add each LSN's time, instance id and sequence as extra fields.
         #[arg(long)]
@@ -148,6 +158,10 @@ enum Command {
         /// What to do with damaged records.
         #[arg(long, value_enum, default_value_t = Recovery::Tolerate)]
         recovery: Recovery,
+        /// Read the log as this format (json or binary) instead of
+        /// detecting it; a log of the other format is an error.
+        #[arg(long, value_parser = parse_format)]
+        format: Option<hyperlog::LogFormat>,
         #[command(flatten)]
         filter: FilterArgs,
     },
@@ -177,18 +191,26 @@ enum Command {
         after_help = "Examples:\n  hyperlog verify data/node.wal\n  hyperlog verify data/node.wal --json | jq .damage\n\nExit status: 0 clean, 1 only a torn tail, 2 corruption in the middle, 3 I/O or usage error."
     )]
     Verify {
-        /// The log.
+        /// The log, or a zstd archive of one (reported as an archive, its
+        /// damage at offsets of the decompressed stream).
         path: PathBuf,
         /// Print one JSON object instead of a report.
         #[arg(long)]
         json: bool,
     },
     /// Cut a torn tail, or salvage the intact records of a damaged log.
+    ///
+    /// Never destroys: cut bytes are kept in `{file}.torn-{offset}`. It
+    /// refuses zstd archives (nothing to repair: read them with `cat`),
+    /// files that do not look like a log, and sealed segments of a WAL that
+    /// end torn (damage to acknowledged data) unless --force; damage in
+    /// the middle is left to --salvage. A refusal changes nothing at all.
     #[command(
         after_help = "Examples:\n  hyperlog repair data/node.wal --dry-run\n  hyperlog repair data/node.wal\n  hyperlog repair data/node.wal --salvage --output data/node.fixed.wal"
     )]
     Repair {
-        /// The log.
+        /// The log (for a segmented WAL, its live file: the sealed segments
+        /// beside it are checked too).
         path: PathBuf,
         /// Say what would be done and stop.
         #[arg(long)]
@@ -200,18 +222,25 @@ enum Command {
         /// Where --salvage writes (default `{path}.salvaged`).
         #[arg(long, short = 'o', requires = "salvage")]
         output: Option<PathBuf>,
-        /// Overwrite the --salvage output if it exists.
+        /// With --salvage: overwrite its output if it exists. Without: also
+        /// cut a file that does not look like a log (all of it) and the torn
+        /// tail of a sealed segment, keeping the bytes in a side file.
         #[arg(long)]
         force: bool,
     },
-    /// Summarize a log: levels, rate over time, record sizes.
+    /// Summarize a log (or a zstd archive of one): levels, rate over time,
+    /// record sizes.
     #[command(after_help = "Example:\n  hyperlog stats logs/app.log.json")]
     Stats {
-        /// The log.
+        /// The log, or a zstd archive of one.
         path: PathBuf,
         /// What to do with damaged records.
         #[arg(long, value_enum, default_value_t = Recovery::Tolerate)]
         recovery: Recovery,
+        /// Read the log as this format (json or binary) instead of
+        /// detecting it; a log of the other format is an error.
+        #[arg(long, value_parser = parse_format)]
+        format: Option<hyperlog::LogFormat>,
     },
     /// Convert a log between JSON lines and binary records, keeping LSNs.
     #[command(
@@ -263,6 +292,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             path,
             explain_lsn,
             recovery,
+            format,
             filter,
         } => {
             let display = DisplayArgs {
@@ -270,6 +300,7 @@ fn run(cli: Cli) -> Result<u8, Fail> {
                 template: hyperlog::template::DEFAULT_TEMPLATE.into(),
                 explain_lsn,
                 recovery,
+                format,
             };
             cat::cat(&path, &display, &filter)
         }
@@ -290,10 +321,14 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             if salvage {
                 repair::salvage(&path, output, dry_run, force)
             } else {
-                repair::cut_tail(&path, dry_run)
+                repair::cut_tail(&path, dry_run, force)
             }
         }
-        Command::Stats { path, recovery } => stats::stats(&path, recovery),
+        Command::Stats {
+            path,
+            recovery,
+            format,
+        } => stats::stats(&path, recovery, format),
         Command::Convert {
             input,
             output,

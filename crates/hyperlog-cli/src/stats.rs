@@ -35,13 +35,17 @@ fn hms(secs: i64) -> String {
 }
 
 /// `hyperlog stats`.
-pub fn stats(path: &Path, recovery: Recovery) -> Result<u8, Fail> {
+pub fn stats(
+    path: &Path,
+    recovery: Recovery,
+    format: Option<hyperlog::LogFormat>,
+) -> Result<u8, Fail> {
     let mut levels: BTreeMap<hyperlog::LogLevel, u64> = BTreeMap::new();
     let mut other_levels: BTreeMap<String, u64> = BTreeMap::new();
     let mut per_sec: BTreeMap<i64, u64> = BTreeMap::new();
     let mut sizes: Vec<u64> = Vec::new();
     let mut undated = 0u64;
-    walk(path, 0, None, recovery.mode(), |_, e| {
+    let end = walk(path, 0, None, recovery.mode(), format, |_, e| {
         sizes.push(e.end - e.offset);
         let head: Option<Head> = serde_json::from_slice(&e.payload).ok();
         let level = head
@@ -68,7 +72,15 @@ pub fn stats(path: &Path, recovery: Recovery) -> Result<u8, Fail> {
     let mut out = Out::new();
     let b = style::BOLD;
     let total = sizes.len() as u64;
-    out.line(&format!("{b}{}{b:#}: {total} entries", path.display()))?;
+    let archive = if end.archives.iter().any(|a| a == path) {
+        " (a zstd archive, read decompressed)"
+    } else {
+        ""
+    };
+    out.line(&format!(
+        "{b}{}{b:#}: {total} entries{archive}",
+        path.display()
+    ))?;
 
     out.line(&format!("{b}levels{b:#}"))?;
     for (l, n) in &levels {

@@ -1,11 +1,13 @@
 //! Shared pieces: errors and exit codes, output, the walk over a log's files,
 //! time formatting, progress bars.
 
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use hyperlog::fs::StdFs;
-use hyperlog::{Lsn, RawEntry, ReadOptions, RecoveryMode};
+use hyperlog::stream::StreamRecords;
+use hyperlog::{LogFormat, Lsn, RawEntry, RawIter, ReadOptions, RecoveryMode, TornTail};
 
 /// A failure: the exit code and a one-line message (empty: exit quietly).
 #[derive(Debug)]
@@ -39,6 +41,8 @@ impl Fail {
 
 impl From<hyperlog::Error> for Fail {
     fn from(e: hyperlog::Error) -> Fail {
+        // `NotALog` (an archive where a plain log was expected, the other
+        // format than the one asked for, no log at all) is a usage error.
         let code = match e {
             hyperlog::Error::Corrupt { .. } | hyperlog::Error::Decode { .. } => 2,
             _ => 3,
@@ -131,6 +135,108 @@ pub fn log_files(path: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Whether `path` is a zstd archive of a rotated log: it starts with the
+/// zstd magic bytes (`28 b5 2f fd`), whatever its name, or its name ends in
+/// `.zst` (an archive whose first bytes are damaged, or that is empty, is
+/// still an archive: never a plain log to scan or cut).
+pub fn is_archive(path: &Path) -> bool {
+    if path.extension().is_some_and(|e| e == "zst") {
+        return true;
+    }
+    let mut head = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| hyperlog::format::is_zstd(&head))
+}
+
+/// Up to `n` first bytes of `path` (fewer when it is shorter or unreadable).
+pub fn head(path: &Path, n: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        let _ = f.take(n).read_to_end(&mut v);
+    }
+    v
+}
+
+/// For a file known to hold no intact record: when its first bytes start
+/// neither a JSON line nor a binary record header, why `path` does not look
+/// like a log (the library's wording); `None` when they could start one (a
+/// log whose first record was cut short).
+pub fn not_log_like(path: &Path) -> Option<String> {
+    let h = head(path, hyperlog::format::START_LEN as u64);
+    if hyperlog::format::plausible_start(&h, hyperlog::format::DEFAULT_MAX_RECORD_SIZE) {
+        return None;
+    }
+    let first: Vec<String> = h.iter().take(16).map(|c| format!("{c:02x}")).collect();
+    Some(format!(
+        "{} does not look like a log: it holds no intact record, and its first bytes ({}) start neither a JSON line nor a binary record header",
+        path.display(),
+        first.join(" ")
+    ))
+}
+
+/// The records of one file of a log: a plain file through the library's
+/// scanner, or a zstd archive decompressed as it is read (its offsets count
+/// decompressed bytes).
+pub enum FileRecords {
+    /// A plain log file or sealed segment.
+    Plain(RawIter),
+    /// A zstd archive.
+    Archive(StreamRecords),
+}
+
+impl FileRecords {
+    /// Opens `file` at `from_offset` (of the decompressed stream, for an
+    /// archive).
+    pub fn open(file: &Path, from_offset: u64, opts: ReadOptions) -> Result<FileRecords, Fail> {
+        Ok(if is_archive(file) {
+            FileRecords::Archive(hyperlog::stream::read_archive(file, from_offset, opts)?)
+        } else {
+            FileRecords::Plain(hyperlog::read_records(file, from_offset, opts))
+        })
+    }
+
+    /// Whether this is an archive.
+    pub fn is_archive(&self) -> bool {
+        matches!(self, FileRecords::Archive(_))
+    }
+
+    /// The format read.
+    pub fn format(&self) -> Option<LogFormat> {
+        match self {
+            FileRecords::Plain(it) => it.format(),
+            FileRecords::Archive(it) => it.format(),
+        }
+    }
+
+    /// The torn tail the file ended in (once iteration ended).
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        match self {
+            FileRecords::Plain(it) => it.torn_tail(),
+            FileRecords::Archive(it) => it.torn_tail(),
+        }
+    }
+
+    /// Ranges skipped in `SkipCorrupted` mode.
+    pub fn skipped(&self) -> &[Range<u64>] {
+        match self {
+            FileRecords::Plain(it) => it.skipped(),
+            FileRecords::Archive(it) => it.skipped(),
+        }
+    }
+}
+
+impl Iterator for FileRecords {
+    type Item = Result<RawEntry, hyperlog::Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            FileRecords::Plain(it) => it.next(),
+            FileRecords::Archive(it) => it.next(),
+        }
+    }
+}
+
 /// The number of sealed segments beside `path`.
 pub fn segment_count(path: &Path) -> usize {
     hyperlog::segments::list_segments(&StdFs, path).len()
@@ -147,6 +253,20 @@ pub struct WalkEnd {
     pub format: Option<hyperlog::LogFormat>,
     /// The end of the last intact record of the last file.
     pub last_end: u64,
+    /// The files read that are zstd archives (their offsets count
+    /// decompressed bytes).
+    pub archives: Vec<PathBuf>,
+}
+
+impl WalkEnd {
+    /// " of its decompressed stream" for an archive, else "".
+    pub fn offsets_in(&self, file: &Path) -> &'static str {
+        if self.archives.iter().any(|a| a == file) {
+            " of its decompressed stream"
+        } else {
+            ""
+        }
+    }
 }
 
 /// The files to read for entries at or above `from_lsn`, and the byte offset
@@ -176,12 +296,15 @@ fn files_from_lsn(path: &Path, from_lsn: Option<Lsn>) -> (Vec<PathBuf>, u64) {
 /// `f` returns `false` to stop. A nonzero `from_offset` applies to the first
 /// file of the log. With `from_lsn` (and `from_offset` 0), only entries at or
 /// above it are passed to `f`, and reading starts where the segment names
-/// and the sparse index put them (see [`files_from_lsn`]).
+/// and the sparse index put them (see [`files_from_lsn`]). `format` forces a
+/// format (a file of the other one is an error). A zstd archive is
+/// decompressed as it is read.
 pub fn walk(
     path: &Path,
     from_offset: u64,
     from_lsn: Option<Lsn>,
     mode: RecoveryMode,
+    format: Option<LogFormat>,
     mut f: impl FnMut(&Path, RawEntry) -> Result<bool, Fail>,
 ) -> Result<WalkEnd, Fail> {
     let (files, from_offset) = match from_lsn {
@@ -201,17 +324,36 @@ pub fn walk(
     let n = files.len();
     for (i, file) in files.iter().enumerate() {
         let start = if i == 0 { from_offset } else { 0 };
-        let mut it = hyperlog::read_records(file, start, options.clone());
+        let mut opts = options.clone();
+        opts.format = format;
+        let mut it = FileRecords::open(file, start, opts)?;
+        let archive = it.is_archive();
+        if archive {
+            end.archives.push(file.clone());
+        }
         let mut last = start;
         let mut stopped = false;
         for item in it.by_ref() {
             let e = item?;
-            bar.inc(e.end - last);
+            if !archive {
+                // Decompressed offsets do not measure the compressed file.
+                bar.inc(e.end - last);
+            }
             last = e.end;
             if !f(file, e)? {
                 stopped = true;
                 break;
             }
+        }
+        // A file with no intact record whose first bytes start no record
+        // is no log (the library lets one that short pass as a log whose
+        // first sector a power cut garbled): not "a torn tail at 0".
+        if last == 0
+            && it.torn_tail().is_some_and(|t| t.offset == 0)
+            && let Some(why) = not_log_like(file)
+        {
+            bar.finish_and_clear();
+            return Err(Fail::io(why));
         }
         end.format = it.format();
         end.last_end = last;
@@ -221,9 +363,10 @@ pub fn walk(
             if i + 1 < n && mode != RecoveryMode::SkipCorrupted {
                 bar.finish_and_clear();
                 return Err(Fail::corrupt(format!(
-                    "{} is damaged at byte offset {}: a sealed segment ends in damage: {}",
+                    "{} is damaged at byte offset {}{}: a sealed segment ends in damage: {}",
                     file.display(),
                     t.offset,
+                    end.offsets_in(file),
                     t.reason
                 )));
             }

@@ -53,6 +53,11 @@ pub struct Report {
     /// segment instead), with why. An index that decodes but disagrees with
     /// its segment is damage, in `damage`.
     pub unusable_indexes: Vec<(PathBuf, String)>,
+    /// Whether the log is a zstd archive (offsets then count bytes of its
+    /// decompressed stream).
+    pub archive: bool,
+    /// The length of an archive's decompressed stream.
+    pub decompressed_bytes: Option<u64>,
 }
 
 impl Report {
@@ -72,6 +77,25 @@ impl Report {
 struct Stamp {
     #[serde(default)]
     timestamp: Option<String>,
+}
+
+impl Report {
+    /// Counts an intact record and notes its LSN and timestamp.
+    fn note(&mut self, e: &hyperlog::RawEntry) {
+        self.records += 1;
+        if let Some(l) = e.lsn {
+            self.first_lsn = self.first_lsn.or(Some(l));
+            self.last_lsn = Some(l);
+        }
+        if let Ok(s) = serde_json::from_slice::<Stamp>(&e.payload)
+            && let Some(ts) = s.timestamp
+        {
+            if self.first_ts.is_none() {
+                self.first_ts = Some(ts.clone());
+            }
+            self.last_ts = Some(ts);
+        }
+    }
 }
 
 /// Why the record at `offset` of `file` is damaged, from its bytes.
@@ -115,8 +139,52 @@ pub fn reason_at(file: &Path, format: LogFormat, offset: u64) -> String {
     attempt().unwrap_or_else(|e| format!("unreadable: {e}"))
 }
 
-/// Checks every record of every file of the log at `path`.
+/// Checks every record of the zstd archive at `path`, decompressing it as
+/// it goes. Damage that runs to the end of the decompressed stream is a torn
+/// tail (the log was sealed that way); anything else, and an archive that
+/// cannot be decompressed to its end, is corruption.
+fn check_archive(path: &Path) -> Result<Report, Fail> {
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| Fail::std("stat", path, e))?
+        .len();
+    let mut r = Report {
+        files: vec![path.to_path_buf()],
+        bytes,
+        archive: true,
+        ..Report::default()
+    };
+    let mut it = hyperlog::stream::read_archive(
+        path,
+        0,
+        ReadOptions::new().recovery(RecoveryMode::SkipCorrupted),
+    )?;
+    for item in it.by_ref() {
+        r.note(&item?);
+    }
+    if it.stream_len() > 0 {
+        r.format = it.format();
+    }
+    r.decompressed_bytes = Some(it.stream_len());
+    for d in it.damage() {
+        r.damage.push(DamageRange {
+            file: path.to_path_buf(),
+            offset: d.start,
+            end: d.end,
+            torn: d.torn,
+            reason: d.reason.clone(),
+        });
+    }
+    r.side_files = hyperlog::segments::torn_side_files(&hyperlog::fs::StdFs, path)
+        .map_err(|e| Fail::std("list the directory of", path, e))?;
+    Ok(r)
+}
+
+/// Checks every record of every file of the log at `path` (or of the zstd
+/// archive at `path`).
 pub fn check(path: &Path) -> Result<Report, Fail> {
+    if crate::util::is_archive(path) {
+        return check_archive(path);
+    }
     let files = log_files(path);
     let mut r = Report {
         files: files.clone(),
@@ -137,26 +205,25 @@ pub fn check(path: &Path) -> Result<Report, Fail> {
         );
         let mut last = 0;
         let mut starts: Vec<(u64, Option<Lsn>)> = Vec::new();
+        let before = r.records;
         for item in it.by_ref() {
             let e = item?;
             bar.inc(e.end - last);
             last = e.end;
-            r.records += 1;
             if !live {
                 starts.push((e.offset, e.lsn));
             }
-            if let Some(l) = e.lsn {
-                r.first_lsn = r.first_lsn.or(Some(l));
-                r.last_lsn = Some(l);
-            }
-            if let Ok(s) = serde_json::from_slice::<Stamp>(&e.payload)
-                && let Some(ts) = s.timestamp
-            {
-                if r.first_ts.is_none() {
-                    r.first_ts = Some(ts.clone());
-                }
-                r.last_ts = Some(ts);
-            }
+            r.note(&e);
+        }
+        // Not one intact record, and first bytes that start no record: a
+        // file too short for the library to call it no log (one torn sector
+        // could explain it) is still no log to report as a torn tail.
+        if r.records == before
+            && it.skipped().first().is_some_and(|s| s.start == 0)
+            && let Some(why) = crate::util::not_log_like(file)
+        {
+            bar.finish_and_clear();
+            return Err(Fail::io(why));
         }
         let format = it.format().unwrap_or_default();
         if r.format.is_none() && it.file_len() > 0 {
@@ -293,6 +360,9 @@ pub fn to_json(path: &Path, r: &Report) -> Value {
         "status": status,
         "exit_code": r.exit_code(),
         "format": r.format.map(|f| match f { LogFormat::Json => "json", LogFormat::Binary => "binary" }),
+        "archive": r.archive,
+        "decompressed_bytes": r.decompressed_bytes,
+        "offsets": if r.archive { "decompressed" } else { "file" },
         "records": r.records,
         "first_lsn": lsn_json(r.first_lsn),
         "last_lsn": lsn_json(r.last_lsn),
@@ -335,12 +405,22 @@ pub fn verify(path: &Path, as_json: bool) -> Result<u8, Fail> {
         Some(LogFormat::Binary) => "binary records",
         None => "empty",
     };
+    let archive = if r.archive {
+        " (zstd archive, read decompressed; offsets count decompressed bytes)"
+    } else {
+        ""
+    };
     out.line(&format!("{b}{}{b:#}", path.display()))?;
-    out.line(&format!("  format      {fmt}"))?;
-    let segs = r.files.iter().filter(|f| f.as_path() != path).count();
-    out.line(&format!("  segments    {segs}"))?;
+    out.line(&format!("  format      {fmt}{archive}"))?;
+    if !r.archive {
+        let segs = r.files.iter().filter(|f| f.as_path() != path).count();
+        out.line(&format!("  segments    {segs}"))?;
+    }
     out.line(&format!("  records     {}", r.records))?;
-    out.line(&format!("  bytes       {}", r.bytes))?;
+    match r.decompressed_bytes {
+        Some(d) => out.line(&format!("  bytes       {} ({d} decompressed)", r.bytes))?,
+        None => out.line(&format!("  bytes       {}", r.bytes))?,
+    }
     let l = |x: Option<Lsn>| x.map_or("-".to_string(), |l| format!("{l} ({})", explain(l)));
     out.line(&format!("  first lsn   {}", l(r.first_lsn)))?;
     out.line(&format!("  last lsn    {}", l(r.last_lsn)))?;
@@ -373,19 +453,32 @@ pub fn verify(path: &Path, as_json: bool) -> Result<u8, Fail> {
         } else {
             format!(" in {}", d.file.display())
         };
+        let of = if r.archive {
+            " of the decompressed stream"
+        } else {
+            ""
+        };
         out.line(&format!(
-            "  {st}{kind}{st:#} at offset {}{file} ({} bytes): {}",
+            "  {st}{kind}{st:#} at offset {}{of}{file} ({} bytes): {}",
             d.offset,
             d.end.saturating_sub(d.offset),
             d.reason
         ))?;
     }
-    let (st, word) = match r.exit_code() {
-        0 => (style::GOOD, "clean"),
-        1 => (style::WARN, "torn tail (run `hyperlog repair` to cut it)"),
-        _ => (
+    let (st, word) = match (r.exit_code(), r.archive) {
+        (0, _) => (style::GOOD, "clean"),
+        (1, false) => (style::WARN, "torn tail (run `hyperlog repair` to cut it)"),
+        (1, true) => (
+            style::WARN,
+            "torn tail inside the archive (archives are never modified: `hyperlog cat` prints the intact records before it)",
+        ),
+        (_, false) => (
             style::BAD,
             "corrupt in the middle (run `hyperlog repair --salvage` to copy the intact records)",
+        ),
+        (_, true) => (
+            style::BAD,
+            "corrupt archive (archives are never modified: `hyperlog cat --recovery skip` prints every intact record)",
         ),
     };
     out.line(&format!("  status      {st}{word}{st:#}"))?;

@@ -1086,3 +1086,423 @@ fn cat_from_lsn_seeks_past_damage_below_it() {
     let o = run(&[&"cat", &p, &"--from-lsn", &first3.to_string()]);
     assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
 }
+
+// ---------------------------------------------------------------------------
+// Tools never destroy (issue #13): archives are read, never cut; files that
+// are not logs are left alone; a forced format that does not match is an
+// error; sealed segments are never cut silently.
+// ---------------------------------------------------------------------------
+
+/// Every file in `dir` with its bytes, to show that nothing changed.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut v: Vec<(PathBuf, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A data-plane log the library rotated into zstd archives: the archives,
+/// oldest first, and the live file.
+fn archived_log(dir: &Path, n: usize) -> (Vec<PathBuf>, PathBuf) {
+    let live = dir.join("app.log.json");
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking(
+            "app",
+            ContextOptions::new()
+                .path(&live)
+                .retention_policy(RetentionPolicy::new().max_size(2048)),
+        )
+        .unwrap();
+    for i in 0..n {
+        ctx.log_blocking(Message::info(format!("entry {i:03}")))
+            .unwrap();
+    }
+    logger.close_blocking().unwrap();
+    let mut archives: Vec<(Option<(i64, u32)>, PathBuf)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter_map(|p| {
+            let name = p.file_name()?.to_str()?.to_string();
+            name.ends_with("_archived.zst").then(|| {
+                (
+                    hyperlog::retention::parse_archive_name("app.log", &name),
+                    p.clone(),
+                )
+            })
+        })
+        .collect();
+    archives.sort();
+    (archives.into_iter().map(|a| a.1).collect(), live)
+}
+
+/// Deterministic pseudo-random bytes.
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn archives_are_read_as_logs_and_never_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archives, _live) = archived_log(dir.path(), 80);
+    assert!(archives.len() >= 2, "{archives:?}");
+    let a = &archives[0];
+    let plain = zstd::decode_all(std::fs::File::open(a).unwrap()).unwrap();
+    let plain_path = dir.path().join("decompressed.log.json");
+    std::fs::write(&plain_path, &plain).unwrap();
+    let want = messages(&plain_path);
+    std::fs::remove_file(&plain_path).unwrap();
+    assert!(!want.is_empty());
+
+    // cat and dump print its entries.
+    let o = run(&[&"cat", a, &"-t", &"{message}"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    assert_eq!(lines, want);
+    let o = run(&[&"dump", a]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let dumped: Vec<String> = stdout(&o)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["entry"]["message"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(dumped, want);
+    let o = run(&[&"tail", a, &"-n", &"2", &"-t", &"{message}"]);
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stderr(&o));
+
+    // verify: clean, and says archive.
+    let o = run(&[&"verify", a]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("zstd archive"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("clean"), "{}", stdout(&o));
+    let o = run(&[&"verify", a, &"--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v = json(&o);
+    assert_eq!(v["archive"], true);
+    assert_eq!(v["status"], "clean");
+    assert_eq!(v["format"], "json");
+    assert_eq!(v["records"], want.len());
+    assert_eq!(v["decompressed_bytes"], plain.len());
+    assert_eq!(v["offsets"], "decompressed");
+    let o = run(&[&"stats", a]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("{} entries (a zstd archive", want.len())),
+        "{}",
+        stdout(&o)
+    );
+
+    // repair refuses it in every form and changes nothing.
+    let before = snapshot(dir.path());
+    for extra in [&[][..], &["--force"], &["--dry-run"], &["--salvage"]] {
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"repair", a];
+        for e in extra {
+            args.push(e);
+        }
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {}", stdout(&o));
+        let e = stderr(&o);
+        assert!(e.contains(&a.display().to_string()), "{e}");
+        assert!(e.contains("zstd archive") && e.contains("cat"), "{e}");
+        assert_eq!(snapshot(dir.path()), before, "{extra:?}: nothing changed");
+    }
+
+    // An archive is known by its content, whatever its name.
+    let renamed = dir.path().join("copy-of-an-archive.bin");
+    std::fs::copy(a, &renamed).unwrap();
+    let o = run(&[&"cat", &renamed, &"-t", &"{message}"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), want.len());
+    let copy = std::fs::read(&renamed).unwrap();
+    let o = run(&[&"repair", &renamed]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("zstd archive"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&renamed).unwrap(), copy);
+}
+
+#[test]
+fn damage_inside_an_archive_is_reported_at_decompressed_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("node.log.json");
+    write_log(&log, LogFormat::Json, false, 40);
+    let offs = offsets(&log);
+    let bytes = std::fs::read(&log).unwrap();
+    let compress = |name: &str, plain: &[u8]| -> PathBuf {
+        let p = dir.path().join(name);
+        std::fs::write(&p, zstd::encode_all(plain, 3).unwrap()).unwrap();
+        p
+    };
+
+    // The log was sealed with a torn last line: a torn tail inside.
+    let torn = compress("node_1_archived.zst", &bytes[..offs[39] as usize + 9]);
+    let o = run(&[&"verify", &torn]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let s = stdout(&o);
+    assert!(
+        s.contains(&format!(
+            "torn tail at offset {} of the decompressed stream",
+            offs[39]
+        )),
+        "{s}"
+    );
+    assert!(!s.contains("hyperlog repair"), "repair is not offered: {s}");
+    let o = run(&[&"cat", &torn, &"-t", &"{message}"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o).lines().count(), 39);
+    assert!(
+        stderr(&o).contains(&format!(
+            "torn tail at byte offset {} of its decompressed stream",
+            offs[39]
+        )),
+        "{}",
+        stderr(&o)
+    );
+
+    // A damaged line in the middle.
+    let mut flipped = bytes.clone();
+    flipped[offs[20] as usize] = b'#';
+    let mid = compress("node_2_archived.zst", &flipped);
+    let o = run(&[&"verify", &mid, &"--json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let v = json(&o);
+    assert_eq!(v["damage"][0]["offset"], offs[20]);
+    assert_eq!(v["damage"][0]["end"], offs[21]);
+    assert_eq!(v["damage"][0]["kind"], "corruption");
+    let o = run(&[&"cat", &mid, &"-t", &"{message}"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(stdout(&o).lines().count(), 20);
+    let e = stderr(&o);
+    assert!(
+        e.contains(&offs[20].to_string()) && e.contains("decompressed"),
+        "{e}"
+    );
+    let o = run(&[&"cat", &mid, &"-t", &"{message}", &"--recovery", &"skip"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(stdout(&o).lines().count(), 39);
+
+    // The archive file itself cut short: corruption where decompression
+    // stopped, the records before it still printed.
+    // (Entries that do not compress to nothing, so the archive holds many
+    // zstd blocks.)
+    let big_log = dir.path().join("big.log.json");
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking("big", ContextOptions::new().path(&big_log))
+        .unwrap();
+    for i in 0..3000u64 {
+        let hex: String = noise(i, 40).iter().map(|b| format!("{b:02x}")).collect();
+        ctx.log_blocking(Message::info(format!("entry {i} {hex}")))
+            .unwrap();
+    }
+    logger.close_blocking().unwrap();
+    let big = std::fs::read(&big_log).unwrap();
+    let whole = std::fs::read(compress("node_3_archived.zst", &big)).unwrap();
+    let cut = dir.path().join("node_4_archived.zst");
+    std::fs::write(&cut, &whole[..whole.len() * 2 / 3]).unwrap();
+    let o = run(&[&"verify", &cut, &"--json"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let v = json(&o);
+    let last = v["damage"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["kind"], "corruption");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("cannot be read past"),
+        "{last}"
+    );
+    let o = run(&[&"cat", &cut, &"-t", &"{message}"]);
+    assert_eq!(o.status.code(), Some(2));
+    let printed = stdout(&o).lines().count();
+    assert!(printed > 0 && printed < 3000, "{printed}");
+    assert!(stderr(&o).contains("decompressed"), "{}", stderr(&o));
+}
+
+#[test]
+fn repair_leaves_files_that_are_not_logs_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x20\0\0\0\x20\x08\x06\0\0\0".to_vec();
+    let tiny_png = png.clone();
+    png.extend(noise(1, 3000));
+    let mut tar = b"notes.txt".to_vec();
+    tar.resize(257, 0);
+    tar.extend_from_slice(b"ustar\x0000");
+    tar.resize(512, 0);
+    tar.extend(noise(2, 2000));
+    tar.resize(10240, 0);
+    let files = [
+        ("pic.png", png),
+        ("icon.png", tiny_png),
+        ("bundle.tar", tar),
+        ("random.bin", noise(3, 4000)),
+    ];
+    for (name, bytes) in &files {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        let before = snapshot(dir.path());
+        for extra in [&[][..], &["--dry-run"]] {
+            let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![&"repair", &p];
+            for e in extra {
+                args.push(e);
+            }
+            let o = run(&args);
+            assert_eq!(o.status.code(), Some(2), "{name} {extra:?}: {}", stdout(&o));
+            let e = stderr(&o);
+            assert!(e.contains(&p.display().to_string()), "{e}");
+            assert!(e.contains("log") && e.contains("--force"), "{e}");
+            assert!(e.contains("Nothing was changed"), "{e}");
+            assert_eq!(snapshot(dir.path()), before, "{name}: unchanged");
+        }
+        // The readers say it is not a log, and do not call it a torn tail.
+        for cmd in ["cat", "verify", "stats"] {
+            let o = run(&[&cmd, &p]);
+            assert_eq!(o.status.code(), Some(3), "{cmd} {name}: {}", stdout(&o));
+            assert!(stderr(&o).contains(&p.display().to_string()));
+            assert!(!stdout(&o).contains("torn"), "{}", stdout(&o));
+        }
+        assert_eq!(snapshot(dir.path()), before);
+    }
+    // --force: the bytes move into a side file, nothing is destroyed.
+    let p = dir.path().join("random.bin");
+    let o = run(&[&"repair", &p, &"--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(&p).unwrap().len(), 0);
+    let side = PathBuf::from(format!("{}.torn-0", p.display()));
+    assert_eq!(std::fs::read(&side).unwrap(), noise(3, 4000));
+}
+
+#[test]
+fn a_forced_format_that_does_not_match_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_log = dir.path().join("app.log.json");
+    write_log(&json_log, LogFormat::Json, false, 5);
+    let bin_log = dir.path().join("node.wal");
+    write_log(&bin_log, LogFormat::Binary, true, 5);
+    for (p, wrong, right, holds) in [
+        (&json_log, "binary", "json", "JSON lines"),
+        (&bin_log, "json", "binary", "binary records"),
+    ] {
+        for cmd in ["cat", "dump", "stats", "tail"] {
+            let o = run(&[&cmd, p, &"--format", &wrong]);
+            assert_eq!(o.status.code(), Some(3), "{cmd} {}", stdout(&o));
+            assert!(stdout(&o).is_empty(), "{cmd}: {}", stdout(&o));
+            let e = stderr(&o);
+            assert!(e.contains(&p.display().to_string()), "{e}");
+            assert!(e.contains(holds), "{cmd}: {e}");
+            let o = run(&[&cmd, p, &"--format", &right]);
+            assert_eq!(o.status.code(), Some(0), "{cmd}: {}", stderr(&o));
+        }
+    }
+}
+
+#[test]
+fn repair_checks_sealed_segments_and_cuts_them_only_with_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("node.wal");
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking(
+            "seg",
+            ContextOptions::new()
+                .path(&p)
+                .durability(DurabilityMode::FsyncBatch)
+                .format(LogFormat::Binary)
+                .enable_lsn(true)
+                .retention_policy(RetentionPolicy::new().max_size(4096)),
+        )
+        .unwrap();
+    for i in 0..150 {
+        ctx.log_blocking(Message::info(format!("entry {i}")))
+            .unwrap();
+    }
+    ctx.close_blocking().unwrap();
+    let segs = hyperlog::segments::list_segments(&hyperlog::fs::StdFs, &p);
+    assert!(segs.len() >= 2);
+    let o = run(&[&"repair", &p]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("nothing to do"), "{}", stdout(&o));
+    assert!(stdout(&o).contains("sealed segments"), "{}", stdout(&o));
+
+    // A sealed segment that ends torn, and a torn live file.
+    let seg = &segs[0].path;
+    let seg_bytes = std::fs::read(seg).unwrap();
+    let seg_offs = offsets(seg);
+    let seg_cut = seg_bytes.len() - 5;
+    std::fs::write(seg, &seg_bytes[..seg_cut]).unwrap();
+    let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+    f.write_all(b"\x01\x02\x03 half a record").unwrap();
+    drop(f);
+    let before = snapshot(dir.path());
+
+    let o = run(&[&"repair", &p]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let e = stderr(&o);
+    assert!(e.contains(&seg.display().to_string()), "{e}");
+    assert!(
+        e.contains("sealed segment") && e.contains("acknowledged"),
+        "{e}"
+    );
+    assert!(e.contains("--force"), "{e}");
+    assert_eq!(snapshot(dir.path()), before, "refused: nothing changed");
+    // Named directly, a sealed segment is still one.
+    let o = run(&[&"repair", seg]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(stderr(&o).contains("sealed segment"), "{}", stderr(&o));
+    assert_eq!(snapshot(dir.path()), before, "refused: nothing changed");
+
+    let o = run(&[&"repair", &p, &"--force", &"--dry-run"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let s = stdout(&o);
+    let last = *seg_offs.last().unwrap();
+    assert!(
+        s.contains(&format!("{}: torn tail at offset {last}", seg.display())),
+        "{s}"
+    );
+    assert!(s.contains("--force: it is a sealed segment"), "{s}");
+    assert_eq!(snapshot(dir.path()), before, "dry run: nothing changed");
+
+    let o = run(&[&"repair", &p, &"--force"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(seg).unwrap().len(), last);
+    let side = PathBuf::from(format!("{}.torn-{last}", seg.display()));
+    assert_eq!(
+        std::fs::read(&side).unwrap(),
+        &seg_bytes[last as usize..seg_cut],
+        "the cut bytes are kept"
+    );
+    let o = run(&[&"cat", &p, &"-t", &"{message}"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stdout(&o).lines().count(),
+        149,
+        "one entry was lost with the segment's tail"
+    );
+
+    // Damage in the middle of a sealed segment: refused even with --force.
+    let mut bytes = std::fs::read(&segs[1].path).unwrap();
+    let offs1 = offsets(&segs[1].path);
+    bytes[offs1[1] as usize + 30] ^= 0x10;
+    std::fs::write(&segs[1].path, &bytes).unwrap();
+    let before = snapshot(dir.path());
+    let o = run(&[&"repair", &p, &"--force"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--salvage"), "{}", stderr(&o));
+    assert_eq!(snapshot(dir.path()), before);
+}

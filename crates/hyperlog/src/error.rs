@@ -82,6 +82,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// The file is not a log that can be read or appended to as asked: a
+    /// zstd archive (read those with [`crate::stream::read_archive`]), records
+    /// of the other format than the one forced, or bytes that hold no intact
+    /// record and start neither a JSON line nor a binary record header (a
+    /// PNG, a tarball). Nothing was changed: a context refuses to open such
+    /// a file rather than moving its bytes aside as a torn tail.
+    #[error("{path} is not {expected}: {reason}")]
+    NotALog {
+        /// The file.
+        path: PathBuf,
+        /// What it was to be (`"a log"`, `"binary records"`, ...).
+        expected: &'static str,
+        /// What it is instead, from its first bytes.
+        reason: String,
+    },
+
     /// A record is intact but its payload does not decode into the requested
     /// type.
     #[error(

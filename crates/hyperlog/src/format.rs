@@ -411,6 +411,45 @@ pub fn detect_complete(head: &[u8], file_len: u64, max_record_size: u64) -> Opti
         .then_some(LogFormat::Json)
 }
 
+/// The first four bytes of a zstd frame (`0xFD2FB528` little-endian): how a
+/// rotated log's archive (`{stem}_{secs}_archived.zst`) is recognized, by its
+/// content rather than its name.
+pub const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// Whether `head`, the first bytes of a file, start a zstd frame.
+pub fn is_zstd(head: &[u8]) -> bool {
+    head.starts_with(&ZSTD_MAGIC)
+}
+
+/// The bytes [`plausible_start`] looks at: one disk sector.
+pub const START_LEN: usize = 512;
+
+/// Whether `head`, the first bytes of a file (its first [`START_LEN`] bytes,
+/// or all of it when shorter), could start a log even when its first record
+/// is cut short: the first byte that is neither whitespace nor NUL is `{` (a
+/// JSON line; none at all is an empty or zero-filled start), or a binary
+/// record header whose length field is in `1..=max_record_size` followed by
+/// a payload that starts with `{` or was never written (zeros to the end of
+/// the sector: a write cut short after the header, in preallocated space).
+/// A PNG, a tarball or random bytes fail this with near certainty; a crash
+/// that cut the first record short leaves a prefix of a real one, which
+/// passes.
+pub fn plausible_start(head: &[u8], max_record_size: u64) -> bool {
+    let head = &head[..head.len().min(START_LEN)];
+    match head.iter().find(|c| !c.is_ascii_whitespace() && **c != 0) {
+        None | Some(b'{') => return true,
+        Some(_) => {}
+    }
+    if head.len() < 8 {
+        // The length field is not all there: any prefix of a header.
+        return true;
+    }
+    let len = u64::from(u32::from_le_bytes([head[4], head[5], head[6], head[7]]));
+    let payload = head.get(HEADER_LEN..).unwrap_or_default();
+    (1..=max_record_size).contains(&len)
+        && (payload.first().is_none_or(|&c| c == b'{') || payload.iter().all(|&c| c == 0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,5 +543,48 @@ mod tests {
             Some(LogFormat::Json)
         );
         assert_eq!(detect_complete(b"{\"a\":1", 7, 100), None);
+    }
+
+    #[test]
+    fn plausible_starts() {
+        let env = envelope(&Message::info("x"));
+        let mut bin = Vec::new();
+        finish_record(LogFormat::Binary, &env, None, &mut bin);
+        let max = DEFAULT_MAX_RECORD_SIZE;
+        // Every prefix of a record of either format is plausible.
+        let mut json = Vec::new();
+        finish_record(LogFormat::Json, &env, None, &mut json);
+        for n in 0..=bin.len() {
+            assert!(plausible_start(&bin[..n], max), "binary prefix {n}");
+        }
+        for n in 0..=json.len() {
+            assert!(plausible_start(&json[..n], max), "json prefix {n}");
+        }
+        assert!(plausible_start(&[0u8; 64], max));
+        assert!(plausible_start(b"\n\n  {", max));
+        // Files that are not logs.
+        let png = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\x01\0\0\0\x01\0\x08\x06";
+        assert!(!plausible_start(png, max));
+        // Tarballs: a member name whose 5th to 8th bytes read as a small
+        // length, then NUL padding and the member's mode, owner, ...
+        for name in [&b"hello"[..], b"logs/", b"a/b.txt"] {
+            let mut tar = name.to_vec();
+            tar.resize(100, 0);
+            tar.extend_from_slice(b"0000644\x000001750\x000001750\x00");
+            tar.resize(257, 0);
+            tar.extend_from_slice(b"ustar\x0000");
+            tar.resize(512, 0);
+            assert!(!plausible_start(&tar, max), "{name:?}");
+        }
+        // A header cut short after 5 bytes, then preallocated zeros.
+        let mut torn = bin[..5].to_vec();
+        torn.resize(4096, 0);
+        assert!(plausible_start(&torn, max));
+        let mut torn = bin[..16].to_vec();
+        torn.resize(4096, 0);
+        assert!(plausible_start(&torn, max));
+        assert!(!plausible_start(b"#!/bin/sh\necho hi\n", max));
+        assert!(is_zstd(&[0x28, 0xB5, 0x2F, 0xFD, 0]));
+        assert!(!is_zstd(&[0x28, 0xB5, 0x2F]));
     }
 }

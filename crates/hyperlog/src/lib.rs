@@ -104,7 +104,8 @@
 //! at configure time) rotates a file when any of `max_size`, `max_age` or
 //! `rotation_time` is met. A data-plane log is sealed and compressed to a
 //! zstd archive off the writer's thread, and `max_archives` /
-//! `max_archive_age` prune old archives. A write-ahead log (a context that
+//! `max_archive_age` prune old archives ([`stream::read_archive`] reads
+//! one's records back). A write-ahead log (a context that
 //! syncs or carries LSNs) is sealed into readable [`segments`] instead, which
 //! [`read_entries`] reads as one log and [`Context::truncate_before`]
 //! deletes (retention deletes segments only when the policy opts in with
@@ -164,6 +165,7 @@ pub mod retention;
 mod rotation;
 pub mod segments;
 pub mod state;
+pub mod stream;
 pub mod template;
 mod writer;
 

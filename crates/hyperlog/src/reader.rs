@@ -139,7 +139,9 @@ pub(crate) struct Scanner {
 
 impl Scanner {
     /// Opens `path`; `format` `None` detects it (an empty file then reads as
-    /// JSON, which yields nothing).
+    /// JSON, which yields nothing). A file that is not a log of that format
+    /// (a zstd archive, a log of the other format, or no log at all: see
+    /// [`Scanner::refuse_foreign`]) is [`Error::NotALog`].
     pub fn open(
         fs: &dyn FileSystem,
         path: &Path,
@@ -164,10 +166,17 @@ impl Scanner {
             torn: None,
             zero_tail: None,
         };
-        if format.is_none() && len > 0 {
-            let want = (HEADER_LEN as u64 + max).min(len).min(CHUNK as u64 * 4) as usize;
-            s.fill(0, want)?;
-            let head = s.window(0, want);
+        if len == 0 {
+            return Ok(s);
+        }
+        let want = (HEADER_LEN as u64 + max).min(len).min(CHUNK as u64 * 4) as usize;
+        s.fill(0, want)?;
+        let head = s.window(0, want);
+        // A zstd archive, or (with a forced format) a log of the other one.
+        crate::stream::check_head(path, head, len, max, format)?;
+        let plausible = format::plausible_start(head, max);
+        let first = head[..head.len().min(HEADER_LEN)].to_vec();
+        if format.is_none() {
             s.format = match detect_format(head, len, max) {
                 Some(f) => f,
                 // Up to 5 bytes and no `{`: a binary header cut short by a
@@ -184,6 +193,9 @@ impl Scanner {
                 }
             };
         }
+        if !plausible {
+            s.refuse_foreign(&first)?;
+        }
         Ok(s)
     }
 
@@ -191,6 +203,29 @@ impl Scanner {
     fn seeked(mut self, offset: u64) -> Result<Scanner, Error> {
         self.seek(offset)?;
         Ok(self)
+    }
+
+    /// Refuses a file whose first bytes start no record of either format
+    /// when it holds no intact record at all: it is not a log (a PNG, a
+    /// tarball), and recovery must not cut it away as a torn tail. A power
+    /// cut during the first write of a log can garble its first sector
+    /// (`format::START_LEN` bytes), so a file with nothing but zeros past it
+    /// is left to the recovery mode.
+    fn refuse_foreign(&mut self, first: &[u8]) -> Result<(), Error> {
+        if self.zeros_to_end(format::START_LEN as u64)? {
+            return Ok(());
+        }
+        let intact_first = match self.format {
+            LogFormat::Binary => self.check_binary_at(0)?.is_ok(),
+            LogFormat::Json => match self.find_line(0)? {
+                Ok(nl) => check_json_line(self.window(0, nl as usize)).is_ok(),
+                Err(_) => false,
+            },
+        };
+        if intact_first || self.find_valid_after(0)?.is_some() {
+            return Ok(());
+        }
+        Err(crate::stream::not_a_log(&self.path, first))
     }
 
     /// Starts at `offset`, which must be the start of a record.
@@ -1194,7 +1229,7 @@ pub(crate) fn scan_log_with(
 
 /// The LSN of a JSON payload: the fast tail form, else a parse of the `lsn`
 /// field alone.
-fn json_lsn(line: &[u8]) -> Option<Lsn> {
+pub(crate) fn json_lsn(line: &[u8]) -> Option<Lsn> {
     if let Some(l) = json_tail_lsn(line) {
         return l;
     }

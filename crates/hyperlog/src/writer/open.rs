@@ -7,7 +7,12 @@
 //! recovery destroys nothing; a tail of preallocated zeros is simply trimmed. A
 //! file of the other format is refused rather than appended to (only a complete
 //! first record decides: one cut short by a crash is read in the configured
-//! format and cut as a torn tail). New LSNs continue above the last one on
+//! format and cut as a torn tail). A file that is not a log at all is refused
+//! with [`Error::NotALog`] and left byte for byte as it was: a zstd archive,
+//! or a file with no intact record whose first bytes start neither a JSON
+//! line nor a binary record header (a PNG, a tarball; the scan decides, see
+//! `Scanner::refuse_foreign`), so a mistyped path never has its bytes moved
+//! into a `.torn-` side file. New LSNs continue above the last one on
 //! disk, the live file's or, when it holds none, the last sealed segment's, and
 //! for a write-ahead log the sealed segments must form a chain (unless damage
 //! is to be skipped). A file with LSNs keeps a sparse index of its records
@@ -212,6 +217,8 @@ type IndexPoints = Option<Vec<(u64, u64)>>;
 /// Opens `path` for appending: creates it (and its directory entry, synced)
 /// or recovers it (cuts a torn tail into a side file), and takes the lock.
 /// With `index`, also returns the sparse index points of the records kept.
+/// A file that is not a log is refused before anything is changed: the scan
+/// that recovery starts with returns [`Error::NotALog`].
 fn open_file(
     fs: &dyn FileSystem,
     path: &Path,
