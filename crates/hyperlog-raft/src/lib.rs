@@ -148,9 +148,18 @@ where
     /// or when the log's entries are not a gapless run above the purge
     /// point (each error names the file).
     pub async fn open(dir: impl AsRef<Path>) -> Result<Self, io::Error> {
+        Self::open_on(hyperlog::fs::StdFs::shared(), dir).await
+    }
+
+    /// [`LogStore::open`] through another file system (every file operation
+    /// of the store goes through it): tests put hyperlog's `SimFs` here to
+    /// simulate power loss, or a fault-injecting wrapper.
+    pub async fn open_on(
+        fs: Arc<dyn hyperlog::fs::FileSystem>,
+        dir: impl AsRef<Path>,
+    ) -> Result<Self, io::Error> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir)?;
-        let fs = hyperlog::fs::StdFs::shared();
+        fs.create_dir_all(&dir)?;
         let state = |name: &str| DurableState::open(fs.clone(), dir.join(name)).map_err(io_err);
         let states = States {
             vote: state("vote.state")?,
@@ -168,6 +177,7 @@ where
                 &path.to_string_lossy(),
                 ContextOptions::new()
                     .path(&path)
+                    .file_system(fs.clone())
                     .durability(DurabilityMode::FsyncBatch)
                     .format(LogFormat::Binary)
                     .caller_lsns(true)
@@ -176,7 +186,7 @@ where
             )
             .await
             .map_err(io_err)?;
-        let entries = load_entries::<C>(&path, purged.as_ref().map(|p| p.index))?;
+        let entries = load_entries::<C>(&fs, &path, purged.as_ref().map(|p| p.index))?;
         Ok(LogStore {
             inner: Arc::new(Mutex::new(Inner {
                 log: entries,
@@ -212,13 +222,15 @@ where
 /// Reads the log's entries above the purge point, checking they form a
 /// gapless run.
 fn load_entries<C: RaftTypeConfig>(
+    fs: &Arc<dyn hyperlog::fs::FileSystem>,
     path: &Path,
     purged: Option<u64>,
 ) -> Result<BTreeMap<u64, C::Entry>, io::Error> {
     let mut log = BTreeMap::new();
+    let options = ReadOptions::default().file_system(fs.clone());
     let options = match purged {
-        Some(p) => ReadOptions::default().from_lsn(Lsn::new(p.saturating_add(1))),
-        None => ReadOptions::default(),
+        Some(p) => options.from_lsn(Lsn::new(p.saturating_add(1))),
+        None => options,
     };
     for item in hyperlog::read_entries_blocking::<Stored<C::Entry>>(path, 0, options) {
         let (offset, stored, lsn) = match item {
