@@ -294,22 +294,6 @@ where
     }
 }
 
-impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C>
-where
-    C::Entry: Clone,
-{
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<C::Entry>, io::Error> {
-        Ok(entries_in(&self.inner, range))
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
-        Ok(lock(&self.inner).vote.clone())
-    }
-}
-
 impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C>
 where
     C::Entry: Clone,

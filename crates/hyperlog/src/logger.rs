@@ -1038,19 +1038,21 @@ impl Context {
         self.flush_request(true).await
     }
 
-    async fn flush_request(&self, sync: bool) -> Result<(), Error> {
+    /// Sends a control request made around its answer's sender and waits
+    /// for the answer (a writer that is gone reads as closed).
+    async fn request<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Error>>) -> Request,
+    ) -> Result<T, Error> {
         let (ack, rx) = oneshot::channel();
-        if self
-            .inner
-            .writer
-            .tx
-            .send_async(Request::Flush { sync, ack })
-            .await
-            .is_err()
-        {
+        if self.inner.writer.tx.send_async(make(ack)).await.is_err() {
             return Err(self.send_failed());
         }
         rx.await.unwrap_or_else(|_| Err(self.send_failed()))
+    }
+
+    async fn flush_request(&self, sync: bool) -> Result<(), Error> {
+        self.request(|ack| Request::Flush { sync, ack }).await
     }
 
     /// [`Context::flush`] without an async runtime.
@@ -1087,18 +1089,8 @@ impl Context {
     /// removed. Never touches the live file or any entry at or above `lsn`.
     /// A log that never rotated has no sealed segments: nothing is removed.
     pub async fn truncate_before(&self, lsn: Lsn) -> Result<Vec<PathBuf>, Error> {
-        let (ack, rx) = oneshot::channel();
-        if self
-            .inner
-            .writer
-            .tx
-            .send_async(Request::Truncate { before: lsn, ack })
+        self.request(|ack| Request::Truncate { before: lsn, ack })
             .await
-            .is_err()
-        {
-            return Err(self.send_failed());
-        }
-        rx.await.unwrap_or_else(|_| Err(self.send_failed()))
     }
 
     /// Removes every entry with an LSN above `after` (every entry for
@@ -1132,18 +1124,8 @@ impl Context {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub async fn truncate_after(&self, after: Option<Lsn>) -> Result<(), Error> {
-        let (ack, rx) = oneshot::channel();
-        if self
-            .inner
-            .writer
-            .tx
-            .send_async(Request::TruncateAfter { after, ack })
+        self.request(|ack| Request::TruncateAfter { after, ack })
             .await
-            .is_err()
-        {
-            return Err(self.send_failed());
-        }
-        rx.await.unwrap_or_else(|_| Err(self.send_failed()))
     }
 
     /// [`Context::truncate_after`] without an async runtime.
