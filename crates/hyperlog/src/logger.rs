@@ -510,12 +510,7 @@ impl Context {
         E: Entry,
         F: FnOnce(Result<Option<Lsn>, Error>) + Send + 'static,
     {
-        for r in self.batch_requests(entries, allow_gap, on_durable)? {
-            if self.inner.writer.tx.send(r).is_err() {
-                return Err(self.send_failed());
-            }
-        }
-        Ok(())
+        crate::block_on(self.append_batch(entries, allow_gap, on_durable))
     }
 
     /// The queued requests of a batch; the last carries the callback (an
