@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 pub mod kv;
+pub mod tcp;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
