@@ -172,8 +172,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 pub type KvRaft = Raft<TypeConfig, StateMachine>;
 
 /// An in-process network: calls the target node's `Raft` handle directly.
-/// A node removed from the router is unreachable (a crashed or partitioned
-/// node).
+/// A node removed from the router can no longer be reached, which is a
+/// crashed node once it is also shut down; a removed node that keeps running
+/// can still send to the others (to partition it, also stop what it sends,
+/// as `tests/cluster.rs` does).
 #[derive(Clone, Default)]
 pub struct Router {
     nodes: Arc<Mutex<BTreeMap<u64, KvRaft>>>,

@@ -201,6 +201,13 @@ where
         })
     }
 
+    /// A reader of this store's log (what `get_log_reader` gives openraft).
+    pub fn reader(&self) -> LogReader<C> {
+        LogReader {
+            inner: self.inner.clone(),
+        }
+    }
+
     /// The node's directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -295,6 +302,23 @@ where
     }
 }
 
+/// The store reads as its readers do (tests and tools read through it).
+impl<C: RaftTypeConfig> RaftLogReader<C> for LogStore<C>
+where
+    C::Entry: Clone,
+{
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<C::Entry>, io::Error> {
+        self.reader().try_get_log_entries(range).await
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<VoteOf<C>>, io::Error> {
+        self.reader().read_vote().await
+    }
+}
+
 impl<C: RaftTypeConfig> RaftLogStorage<C> for LogStore<C>
 where
     C::Entry: Clone,
@@ -316,9 +340,7 @@ where
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
-        LogReader {
-            inner: self.inner.clone(),
-        }
+        self.reader()
     }
 
     async fn save_vote(&mut self, vote: &VoteOf<C>) -> Result<(), io::Error> {

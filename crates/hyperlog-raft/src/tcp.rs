@@ -361,6 +361,47 @@ impl RaftNetworkV2<TypeConfig> for Connection {
     }
 }
 
+/// Binds `addr`, retrying for up to 5 s: a restarted node's port may still
+/// be held by its predecessor's closing sockets.
+pub async fn bind(addr: &str) -> io::Result<TcpListener> {
+    let mut tries = 0;
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(_) if tries < 50 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs node `id` of a process cluster: binds `addr`, opens its
+/// [`LogStore`](crate::LogStore) in `dir`, starts openraft over
+/// [`Network`], calls `on_ready` with the index of the last log entry it
+/// reopened (`None` for an empty log), then [`serve`]s until accepting
+/// fails. The cluster is initialized later through
+/// [`ClientRequest::Initialize`].
+pub async fn run_node(
+    id: u64,
+    dir: &std::path::Path,
+    addr: &str,
+    config: std::sync::Arc<openraft::Config>,
+    on_ready: impl FnOnce(Option<u64>),
+) -> io::Result<()> {
+    use openraft::storage::RaftLogStorage;
+    let listener = bind(addr).await?;
+    let mut store = crate::LogStore::<TypeConfig>::open(dir).await?;
+    let last = store.get_log_state().await?.last_log_id.map(|l| l.index);
+    let sm = StateMachine::default();
+    let raft = openraft::Raft::new(id, config, Network, store, sm.clone())
+        .await
+        .map_err(io::Error::other)?;
+    on_ready(last);
+    serve(listener, raft, sm).await
+}
+
 /// Serves node `raft` (with its state machine `sm`) on `listener`: the Raft
 /// RPCs of the other nodes and the requests of clients, a task per
 /// connection. Returns only when accepting fails.

@@ -27,11 +27,9 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use common::{Acks, Rng};
-use hyperlog_raft::LogStore;
-use hyperlog_raft::kv::{Request, SnapshotData, StateMachine, TypeConfig};
+use hyperlog_raft::kv::{Request, SnapshotData};
 use hyperlog_raft::tcp::{self, ClientRequest, ClientResponse, Status};
-use openraft::storage::RaftLogStorage;
-use openraft::{BasicNode, Config, Raft, ServerState};
+use openraft::{BasicNode, Config, ServerState};
 
 const ENV_ID: &str = "HYPERLOG_RAFT_NODE_ID";
 const ENV_DIR: &str = "HYPERLOG_RAFT_NODE_DIR";
@@ -84,40 +82,12 @@ fn config() -> Arc<Config> {
 }
 
 async fn run_node(id: u64, dir: PathBuf, addr: String) {
-    let listener = bind(&addr).await;
-    let mut store = LogStore::<TypeConfig>::open(&dir)
-        .await
-        .unwrap_or_else(|e| panic!("node {id}: opening {}: {e}", dir.display()));
-    // What it starts from (the parent checks a restart read its log back).
-    let last = store
-        .get_log_state()
-        .await
-        .unwrap()
-        .last_log_id
-        .map_or(-1, |l| l.index as i64);
-    let sm = StateMachine::default();
-    let raft = Raft::new(id, config(), tcp::Network, store, sm.clone())
-        .await
-        .unwrap();
-    println!("READY {id} {last}");
-    tcp::serve(listener, raft, sm).await.unwrap();
-}
-
-/// Binds `addr`, retrying a little: a restarted node's port may still be
-/// held by its predecessor's closing sockets.
-async fn bind(addr: &str) -> tokio::net::TcpListener {
-    let mut tries = 0;
-    loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => return l,
-            Err(e) if tries < 50 => {
-                tries += 1;
-                eprintln!("binding {addr}: {e}; retrying");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("binding {addr}: {e}"),
-        }
-    }
+    tcp::run_node(id, &dir, &addr, config(), |last| {
+        // What it starts from (the parent checks a restart read its log back).
+        println!("READY {id} {}", last.map_or(-1, |l| l as i64));
+    })
+    .await
+    .unwrap_or_else(|e| panic!("node {id} in {}: {e}", dir.display()));
 }
 
 // ---------------------------------------------------------------------------
