@@ -1,5 +1,6 @@
 //! `demo`: throughput of a data-plane context and a WAL, then a writer
-//! killed with SIGKILL and recovered.
+//! killed with SIGKILL and recovered, then a replicated stage (a 3-process
+//! openraft cluster on hyperlog stores, its leader killed: `demo_raft.rs`).
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, IsTerminal, Write};
@@ -251,15 +252,18 @@ pub fn demo(seconds: u64, dir: Option<PathBuf>) -> Result<u8, Fail> {
         above
     ))?;
     let ok = missing.is_empty() && above && !acked.is_empty();
+    out.flush()?;
+    let replicated = crate::demo_raft::replicated(&dir, seconds, &mut out)?;
+    let ok = ok && replicated;
     if ok {
         out.line(&format!(
-            "{g}summary{g:#}: {wn} WAL entries and {dn} data-plane entries in {elapsed:.1} s; {} acknowledged entries survived SIGKILL",
+            "{g}summary{g:#}: {wn} WAL entries and {dn} data-plane entries in {elapsed:.1} s; {} acknowledged entries survived SIGKILL; no acknowledged replicated write lost to the leader's SIGKILL",
             acked.len()
         ))?;
     } else {
         let r = style::BAD;
         out.line(&format!(
-            "{r}summary{r:#}: {} acknowledged LSNs are missing after the crash (first: {:?})",
+            "{r}summary{r:#}: {} acknowledged LSNs are missing after the crash (first: {:?}), or a replicated write is",
             missing.len(),
             missing.first()
         ))?;

@@ -18,6 +18,7 @@
 mod cat;
 mod convert;
 mod demo;
+mod demo_raft;
 mod repair;
 mod stats;
 mod util;
@@ -274,6 +275,13 @@ enum Command {
         /// Internal: run as the child writer of the crash demo.
         #[arg(long, hide = true, value_name = "DIR")]
         child_writer: Option<PathBuf>,
+        /// Internal: run as node ID of the replicated demo (with --raft-addr
+        /// and --dir).
+        #[arg(long, hide = true, value_name = "ID", requires = "raft_addr")]
+        raft_node: Option<u64>,
+        /// Internal: the replicated demo node's address.
+        #[arg(long, hide = true, value_name = "ADDR")]
+        raft_addr: Option<String>,
     },
 }
 
@@ -339,9 +347,13 @@ fn run(cli: Cli) -> Result<u8, Fail> {
             seconds,
             dir,
             child_writer,
-        } => match child_writer {
-            Some(d) => demo::child_writer(&d),
-            None => demo::demo(seconds, dir),
+            raft_node,
+            raft_addr,
+        } => match (child_writer, raft_node, raft_addr, dir) {
+            (Some(d), ..) => demo::child_writer(&d),
+            (None, Some(id), Some(addr), Some(dir)) => demo_raft::node(id, &addr, &dir),
+            (None, Some(_), _, _) => Err(Fail::io("--raft-node needs --raft-addr and --dir")),
+            (None, None, _, dir) => demo::demo(seconds, dir),
         },
     }
 }

@@ -735,6 +735,12 @@ fn demo_runs_and_survives_sigkill() {
     assert!(s.contains("throughput"), "{s}");
     assert!(s.contains("every acknowledged LSN present: true"), "{s}");
     assert!(s.contains("recovery:"), "{s}");
+    // The replicated stage: the leader killed, nothing acknowledged lost.
+    assert!(s.contains("killed with SIGKILL"), "{s}");
+    assert!(
+        s.contains("every acknowledged write present on all 3 nodes: true"),
+        "{s}"
+    );
     assert_eq!(
         run(&[&"verify", &dir.path().join("node.wal")])
             .status
