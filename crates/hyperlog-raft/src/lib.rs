@@ -168,7 +168,13 @@ where
         };
         let vote: Option<VoteOf<C>> = states.vote.load().map_err(io_err)?;
         let purged: Option<LogIdOf<C>> = states.purged.load().map_err(io_err)?;
-        let committed: Option<LogIdOf<C>> = states.committed.load().map_err(io_err)?;
+        // `save_committed` stores an `Option<LogId>`: `None` is the JSON
+        // `null`, which must read back as `None`, not fail to decode.
+        let committed: Option<LogIdOf<C>> = states
+            .committed
+            .load::<Option<LogIdOf<C>>>()
+            .map_err(io_err)?
+            .flatten();
 
         let path = dir.join(LOG_FILE);
         let logger = Logger::new();
