@@ -18,9 +18,10 @@
 //! - **The vote, the purge point and the committed id** are small
 //!   [`hyperlog::DurableState`] files (written to a temporary name, synced,
 //!   renamed, the directory synced), read back on open; a damaged one is an
-//!   error, never a default. `save_vote` first waits for every earlier
-//!   append to be durable (a vote never overtakes an append), then stores
-//!   the vote durably, and only then returns.
+//!   error, never a default. `save_vote` and `save_committed` first wait
+//!   for every earlier append to be durable (a vote never overtakes an
+//!   append; a committed id never names an entry a power cut can take),
+//!   then store the value durably, and only then return.
 //! - **`truncate_after`** is hyperlog's durable suffix cut, ordered behind
 //!   every queued append: the files are cut and synced before it returns.
 //! - **`purge`** stores the purge point durably first, then drops the
@@ -169,7 +170,13 @@ where
         };
         let vote: Option<VoteOf<C>> = states.vote.load().map_err(io_err)?;
         let purged: Option<LogIdOf<C>> = states.purged.load().map_err(io_err)?;
-        let committed: Option<LogIdOf<C>> = states.committed.load().map_err(io_err)?;
+        // `save_committed` stores an `Option<LogId>`: `None` is the JSON
+        // `null`, which must read back as `None`, not fail to decode.
+        let committed: Option<LogIdOf<C>> = states
+            .committed
+            .load::<Option<LogIdOf<C>>>()
+            .map_err(io_err)?
+            .flatten();
 
         let path = dir.join(LOG_FILE);
         let logger = Logger::new();
@@ -352,6 +359,11 @@ where
     }
 
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
+        // Never ahead of the entries it names: openraft may commit entries
+        // this node has submitted but not flushed (a quorum without it), and
+        // a committed id that a power cut leaves beyond the durable log
+        // stops the node's restart (it re-applies up to it).
+        self.log.flush().await.map_err(io_err)?;
         lock(&self.states)
             .committed
             .store(&committed)

@@ -17,6 +17,7 @@
 //! Seeded (`HYPERLOG_RAFT_SEED`, printed); every wait is bounded. The two
 //! run one after the other (the machine is small and elections are timed).
 
+#[path = "cluster_common/mod.rs"]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -14,6 +14,7 @@
 //! whose parent goes away exits (its stdin closes), and the parent kills
 //! its nodes when it drops them, also on a panic.
 
+#[path = "cluster_common/mod.rs"]
 mod common;
 
 use std::collections::BTreeMap;
