@@ -591,3 +591,49 @@ fn the_first_segment_sealed_after_a_reopen_has_a_complete_index() {
         }
     }
 }
+
+#[test]
+fn get_last_lsn_answers_for_the_whole_log_and_none_before_the_first_boot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    let opts = ReadOptions::default();
+    // No log yet: what a service asks on its first boot.
+    assert_eq!(hyperlog::get_last_lsn_blocking(&path, &opts).unwrap(), None);
+    assert_eq!(
+        futures::executor::block_on(hyperlog::get_last_lsn(&path)).unwrap(),
+        None
+    );
+    let lsns = write(&path, LogFormat::Binary, 0, 300);
+    assert!(list_segments(&hyperlog::fs::StdFs, &path).len() >= 2);
+    let last_live = hyperlog::get_last_lsn_blocking(&path, &opts).unwrap();
+    assert_eq!(last_live, lsns.last().copied());
+    // The state a crash right after a rotation leaves: the live file empty,
+    // or only preallocated zeros. The answer is the newest segment's last.
+    let newest = list_segments(&hyperlog::fs::StdFs, &path).pop().unwrap();
+    let newest_last = hyperlog::read_records(&newest.path, 0, ReadOptions::default())
+        .last()
+        .unwrap()
+        .unwrap()
+        .lsn;
+    assert!(newest_last.is_some_and(|l| l < last_live.unwrap()));
+    for live in [Vec::new(), vec![0u8; 8192]] {
+        std::fs::write(&path, &live).unwrap();
+        assert_eq!(
+            hyperlog::get_last_lsn_blocking(&path, &opts).unwrap(),
+            newest_last,
+            "live file of {} bytes",
+            live.len()
+        );
+    }
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(
+        hyperlog::get_last_lsn_blocking(&path, &opts).unwrap(),
+        newest_last
+    );
+    // A path that exists but cannot be read as a log is an error naming it.
+    let e = hyperlog::get_last_lsn_blocking(dir.path(), &opts).unwrap_err();
+    assert!(
+        e.to_string().contains(&*dir.path().to_string_lossy()),
+        "{e}"
+    );
+}
