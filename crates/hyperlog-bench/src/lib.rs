@@ -4,8 +4,11 @@
 //! pick: for the data plane, `tracing` with its JSON formatter (through
 //! `tracing-appender` or straight to a file) and `slog` (`slog-async` +
 //! `slog-json`); for the durable log, `okaywal`, `raft-engine` and a bare
-//! `write` + `fdatasync` loop; for recovery, the same two WALs; and, when
-//! `python3` can import it, the Python reference `hyperscale.logging`.
+//! `write` + `fdatasync` loop; for recovery, the same two WALs; for
+//! replicated writes through openraft (scenario `raft`, module [`raft`]),
+//! hyperlog's log store against the `raft-log` crate (adapter in
+//! [`raft_log_store`]) and an in-memory store; and, when `python3` can
+//! import it, the Python reference `hyperscale.logging`.
 //!
 //! Two programs share this library:
 //!
@@ -14,7 +17,8 @@
 //! - the harness `src/main.rs` (throughput, acknowledgement latency, syncs,
 //!   CPU, memory, read-back and recovery figures, PNG charts):
 //!   `cargo run --release -p hyperlog-bench --
-//!   <flush|durable|readback|retention|python|all> [--quick] [--out-dir DIR]`.
+//!   <flush|durable|readback|retention|python|all> [--quick] [--out-dir DIR]`,
+//!   and `... -- raft [--secs S] [--rounds N]` (not part of `all`).
 //!
 //! Every comparison runs in one process, interleaved round by round, so that
 //! the ratios it prints stay meaningful on a small, noisy machine even when
@@ -31,6 +35,8 @@ pub mod payload;
 pub mod peers;
 pub mod progress;
 pub mod python;
+pub mod raft;
+pub mod raft_log_store;
 pub mod readback;
 pub mod report;
 pub mod retention;

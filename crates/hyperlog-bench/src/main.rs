@@ -1,5 +1,6 @@
 //! The benchmark harness: `cargo run --release -p hyperlog-bench --
-//! <flush|durable|readback|retention|python|all> [--quick]`.
+//! <flush|durable|readback|retention|python|raft|all> [--quick]` (`raft`,
+//! the 3-node openraft cluster, is not part of `all`).
 //!
 //! Every scenario prints a Markdown table to stdout (progress goes to
 //! stderr). `all` runs them all and also writes `bench-results.json`,
@@ -14,7 +15,7 @@ use std::time::Duration;
 use clap::{Parser, ValueEnum};
 use hyperlog_bench::report::Section;
 use hyperlog_bench::{
-    Settings, charts, durable, flush, measure, progress, python, readback, retention,
+    Settings, charts, durable, flush, measure, progress, python, raft, readback, retention,
 };
 use serde_json::json;
 
@@ -70,6 +71,9 @@ enum Scenario {
     Retention,
     /// The Python reference (hyperscale.logging), if importable.
     Python,
+    /// Replicated writes: a 3-node openraft cluster in one process on
+    /// hyperlog's log store, raft-log and an in-memory store (not in `all`).
+    Raft,
     /// All of the above, plus bench-results.{json,md} and the charts.
     All,
 }
@@ -175,6 +179,7 @@ fn main() -> ExitCode {
         Scenario::Readback => vec![("readback", readback::run)],
         Scenario::Retention => vec![("retention", retention::run)],
         Scenario::Python => vec![],
+        Scenario::Raft => vec![("raft", raft::run)],
         Scenario::All => vec![
             ("flush", flush::run),
             ("durable", durable::run),
@@ -188,6 +193,7 @@ fn main() -> ExitCode {
             "flush" => flush::planned_runs(&settings),
             "durable" => durable::planned_runs(&settings),
             "readback" => readback::planned_runs(&settings),
+            "raft" => raft::planned_runs(&settings),
             _ => retention::planned_runs(&settings),
         })
         .sum::<u64>()
