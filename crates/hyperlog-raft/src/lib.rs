@@ -18,10 +18,12 @@
 //! - **The vote, the purge point and the committed id** are small
 //!   [`hyperlog::DurableState`] files (written to a temporary name, synced,
 //!   renamed, the directory synced), read back on open; a damaged one is an
-//!   error, never a default. `save_vote` and `save_committed` first wait
-//!   for every earlier append to be durable (a vote never overtakes an
-//!   append; a committed id never names an entry a power cut can take),
-//!   then store the value durably, and only then return.
+//!   error, never a default. `save_vote` first waits for every earlier
+//!   append to be durable (a vote never overtakes an append), then stores
+//!   the vote durably, and only then returns. The committed id, which
+//!   openraft saves on every commit, is written at most every 100 ms and
+//!   only once the log is durable up to it (and by `close`): after a crash
+//!   it may lag, never lead.
 //! - **`truncate_after`** is hyperlog's durable suffix cut, ordered behind
 //!   every queued append: the files are cut and synced before it returns.
 //! - **`purge`** stores the purge point durably first, then drops the
@@ -116,7 +118,12 @@ struct States {
     vote: DurableState,
     purged: DurableState,
     committed: DurableState,
+    /// When `committed` was last written.
+    committed_written: std::time::Instant,
 }
+
+/// How often at most the committed id is written (see `save_committed`).
+const COMMITTED_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// A reader of a [`LogStore`]: shares its in-memory log, so it sees every
 /// entry appended, also after it was made.
@@ -167,6 +174,7 @@ where
             vote: state("vote.state")?,
             purged: state("purged.state")?,
             committed: state("committed.state")?,
+            committed_written: std::time::Instant::now(),
         };
         let vote: Option<VoteOf<C>> = states.vote.load().map_err(io_err)?;
         let purged: Option<LogIdOf<C>> = states.purged.load().map_err(io_err)?;
@@ -230,7 +238,20 @@ where
     /// lock), so that it can be opened again. Dropping every clone of the
     /// store does the same, without reporting errors.
     pub async fn close(&self) -> Result<(), io::Error> {
-        self.log.close().await.map_err(io_err)
+        self.log.close().await.map_err(io_err)?;
+        // Everything appended is durable now: the last committed id too.
+        let committed = lock(&self.inner).committed.clone();
+        let mut states = lock(&self.states);
+        if states
+            .committed
+            .load::<Option<LogIdOf<C>>>()
+            .map_err(io_err)?
+            .flatten()
+            != committed
+        {
+            states.committed.store(&committed).map_err(io_err)?;
+        }
+        Ok(())
     }
 }
 
@@ -358,17 +379,25 @@ where
         Ok(())
     }
 
+    /// Records the committed id in memory at once, and in `committed.state`
+    /// at most every 100 ms, and only when the log is durable up to it
+    /// (never ahead of the entries it names: openraft may commit entries
+    /// this node submitted but has not flushed, and a committed id beyond
+    /// the durable log would stop the node's restart); `close` writes the
+    /// last one. So openraft's core, which awaits this on every commit,
+    /// does not wait for three syncs each time (they cost more than the
+    /// replication itself). After a crash the id read back may lag behind
+    /// the last one saved, which openraft allows: it is re-learned from the
+    /// leader; after a clean `close` it is the last one.
     async fn save_committed(&mut self, committed: Option<LogIdOf<C>>) -> Result<(), io::Error> {
-        // Never ahead of the entries it names: openraft may commit entries
-        // this node has submitted but not flushed (a quorum without it), and
-        // a committed id that a power cut leaves beyond the durable log
-        // stops the node's restart (it re-applies up to it).
-        self.log.flush().await.map_err(io_err)?;
-        lock(&self.states)
-            .committed
-            .store(&committed)
-            .map_err(io_err)?;
-        lock(&self.inner).committed = committed;
+        lock(&self.inner).committed = committed.clone();
+        let durable = self.log.durable_lsn().map(|l| l.get());
+        let covered = committed.as_ref().is_none_or(|c| Some(c.index) <= durable);
+        let mut states = lock(&self.states);
+        if covered && states.committed_written.elapsed() >= COMMITTED_EVERY {
+            states.committed.store(&committed).map_err(io_err)?;
+            states.committed_written = std::time::Instant::now();
+        }
         Ok(())
     }
 

@@ -386,7 +386,7 @@ fn acknowledged_appends_survive_a_cut_with_one_in_flight() {
 /// durable yet (`committed <= flushed` need not hold: a quorum may have the
 /// entries without this node). A power cut then leaves a committed id
 /// beyond the end of the durable log. The store must still open, with a
-/// committed id within its log, and openraft must start a node on it: its
+/// committed id within its log (or none), and openraft must start a node on it: its
 /// startup re-applies the log up to the committed id and fails when those
 /// entries are missing.
 #[test]
@@ -429,8 +429,10 @@ fn committed_id_ahead_of_the_durable_log_still_starts_a_node() {
             let state = store.get_log_state().await.unwrap();
             let last = state.last_log_id.map(|l| l.index);
             let committed = store.read_committed().await.unwrap().map(|l| l.index);
+            // The committed id is written lazily: it may lag (even be
+            // None), never lead the durable log.
             assert!(
-                last >= Some(5) && committed >= Some(5) && committed <= last,
+                last >= Some(5) && committed <= last,
                 "{ctx}: committed {committed:?} is beyond the last entry {last:?} after the cut"
             );
             if last < Some(20) {

@@ -219,13 +219,14 @@ impl Model {
             .await
             .unwrap_or_else(|e| panic!("{ctx}: read_committed: {e}"))
             .map(|l| l.index);
-        if let Some(c) = self.committed {
-            assert!(
-                got_committed >= Some(c) && got_committed <= self.committed_submitted,
-                "{ctx}: committed index {got_committed:?} after reopen; acknowledged {c}, highest submitted {:?}",
-                self.committed_submitted
-            );
-        }
+        // The committed id is written lazily (at most every 100 ms, once the
+        // log covers it): after a crash it may lag what was acknowledged,
+        // never lead what was submitted.
+        assert!(
+            got_committed <= self.committed_submitted,
+            "{ctx}: committed index {got_committed:?} after reopen; highest submitted {:?}",
+            self.committed_submitted
+        );
         let last = state.last_log_id.map(|l| l.index);
         assert!(
             got_committed <= last,
