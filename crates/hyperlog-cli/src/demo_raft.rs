@@ -27,6 +27,10 @@ fn config() -> Arc<openraft::Config> {
         heartbeat_interval: 100,
         election_timeout_min: 400,
         election_timeout_max: 800,
+        // The demo's state machine lives in memory: a restarted node
+        // rebuilds it from the log, so the log is never purged behind a
+        // snapshot (which would be gone with the process).
+        snapshot_policy: openraft::SnapshotPolicy::Never,
         ..Default::default()
     };
     Arc::new(c.validate().unwrap_or_default())
@@ -67,7 +71,6 @@ impl Node {
             .arg(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
             .spawn()
             .map_err(|e| Fail::io(format!("start node {id}: {e}")))?;
         let stdout = child
@@ -240,7 +243,16 @@ pub fn replicated(dir: &Path, seconds: u64, out: &mut Out) -> Result<bool, Fail>
 
         // The killed node back from its directory; it catches up.
         let restart = Instant::now();
-        nodes.insert(leader, Node::start(leader, &addrs[&leader], &node_dir(leader))?);
+        // Its port may linger a moment after the kill: try a few times.
+        let mut again = Node::start(leader, &addrs[&leader], &node_dir(leader));
+        for _ in 0..5 {
+            if again.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            again = Node::start(leader, &addrs[&leader], &node_dir(leader));
+        }
+        nodes.insert(leader, again?);
         let last = acked.values().map(|(_, i)| *i).max().unwrap_or(0);
         let mut caught_up = false;
         while !caught_up && restart.elapsed() < Duration::from_secs(30) {
