@@ -288,6 +288,19 @@ impl Connection {
     fn unexpected(&self, resp: RaftResponse) -> Unreachable<TypeConfig> {
         self.unreachable(format!("unexpected answer {resp:?}"))
     }
+
+    /// A vote or a pre-vote: both are answered with a `VoteResponse`.
+    async fn ballot(
+        &mut self,
+        req: RaftRequest,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(req, option.soft_ttl()).await {
+            Ok(RaftResponse::Vote(r)) => Ok(r),
+            Ok(other) => Err(self.unexpected(other).into()),
+            Err(e) => Err(self.unreachable(e).into()),
+        }
+    }
 }
 
 impl RaftNetworkV2<TypeConfig> for Connection {
@@ -313,11 +326,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(RaftRequest::Vote(rpc), option.soft_ttl()).await {
-            Ok(RaftResponse::Vote(r)) => Ok(r),
-            Ok(other) => Err(self.unexpected(other).into()),
-            Err(e) => Err(self.unreachable(e).into()),
-        }
+        self.ballot(RaftRequest::Vote(rpc), option).await
     }
 
     // The trait's default grants every pre-vote without asking: ask.
@@ -326,14 +335,7 @@ impl RaftNetworkV2<TypeConfig> for Connection {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(RaftRequest::PreVote(rpc), option.soft_ttl())
-            .await
-        {
-            Ok(RaftResponse::Vote(r)) => Ok(r),
-            Ok(other) => Err(self.unexpected(other).into()),
-            Err(e) => Err(self.unreachable(e).into()),
-        }
+        self.ballot(RaftRequest::PreVote(rpc), option).await
     }
 
     async fn full_snapshot(
