@@ -58,6 +58,18 @@ pub trait WritableFile: Send {
         None
     }
 
+    /// A second handle that can [`sync_data`](FileSyncer::sync_data) on
+    /// another thread while this one goes on writing (the pipelined group
+    /// commit of [`DurabilityMode::FsyncBatch`](crate::DurabilityMode::FsyncBatch)
+    /// syncs one group while the next is written this way). Its sync must
+    /// cover at least every byte whose write returned before the sync
+    /// started, as `fdatasync` on a duplicate descriptor does. `None`, the
+    /// default, when the file system cannot: the writer then syncs on its own
+    /// thread, one group at a time.
+    fn syncer(&self) -> Option<Box<dyn FileSyncer>> {
+        None
+    }
+
     /// Writes all of `buf`, retrying short writes.
     fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
@@ -78,6 +90,14 @@ pub trait FileAllocator: Send {
     /// Makes the file at least `len` bytes long with zeros past its current
     /// end, then syncs, as [`WritableFile::allocate`] does.
     fn allocate(&mut self, len: u64) -> io::Result<bool>;
+}
+
+/// Syncs a file from another thread than its writer's (see
+/// [`WritableFile::syncer`]).
+pub trait FileSyncer: Send {
+    /// Makes every byte written to the file before the call durable
+    /// (`fdatasync`).
+    fn sync_data(&mut self) -> io::Result<()>;
 }
 
 /// Which file a path or an open file is: the device and inode on Unix.
@@ -210,6 +230,14 @@ impl WritableFile for StdWritable {
         let file = self.file.try_clone().ok()?;
         Some(Box::new(StdAllocator(file)))
     }
+    fn syncer(&self) -> Option<Box<dyn FileSyncer>> {
+        // A duplicate descriptor shares the open file description, so an
+        // error reported to one is not reported again to the other: the
+        // writer never syncs on its own while the syncer may (it drains the
+        // sync stage first), and a failed sync poisons the context.
+        let file = self.file.try_clone().ok()?;
+        Some(Box::new(StdSyncer(file)))
+    }
     fn try_lock(&self) -> io::Result<bool> {
         match self.file.try_lock() {
             Ok(()) => Ok(true),
@@ -227,6 +255,15 @@ impl FileAllocator for StdAllocator {
         // Beside a writer: synced in steps, so that the writer's own
         // `fdatasync` never queues behind the whole extension.
         allocate_zeros(&self.0, len, true)
+    }
+}
+
+/// [`StdWritable`]'s syncer: a duplicate of its descriptor.
+struct StdSyncer(File);
+
+impl FileSyncer for StdSyncer {
+    fn sync_data(&mut self) -> io::Result<()> {
+        self.0.sync_data()
     }
 }
 

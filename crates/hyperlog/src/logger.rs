@@ -441,15 +441,16 @@ impl Context {
     /// with [`ContextOptions::caller_lsns`]), as consecutive records behind
     /// everything queued before them, and returns once they are queued: it
     /// never waits for the disk (only for room in a full queue). `on_durable`
-    /// is called once, on the writer's thread, after the `fdatasync` that
+    /// is called once, on the writer's thread (in `FsyncBatch`, usually its
+    /// sync thread), after the `fdatasync` that
     /// covers all of them (in `Fsync`/`FsyncBatch`; in `Flush` and `None`
     /// once they are written), with the last LSN, or with the error that
     /// kept them from being durable (a dropped writer calls it with
     /// [`Error::Closed`]: it is never left uncalled). So a caller that must
     /// return at once, such as a Raft log store's `append`, still rides on
     /// group commit: every batch submitted while a sync runs shares the next
-    /// one. Keep `on_durable` short (send on a channel): the next group
-    /// waits for it.
+    /// one. Keep `on_durable` short (send on a channel) and never let it
+    /// wait for this context: the next sync waits for it.
     ///
     /// The log's readers see the entries once they are written, at the
     /// latest when `on_durable` runs; a caller that must serve them before

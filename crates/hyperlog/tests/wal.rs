@@ -281,6 +281,40 @@ fn fsync_batch_every_ack_is_covered_by_a_completed_sync_and_groups_form() {
 }
 
 #[test]
+fn fsync_batch_with_256_producers_every_ack_is_covered_and_syncs_are_shared() {
+    // The pipelined group commit under many waiters: one sync runs while the
+    // next groups are written, and every acknowledgement is still covered by
+    // a sync that completed before it.
+    with_deadline(180, || {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("batch256.wal");
+        let fs = FaultFs::new();
+        fs.sync_delay(Duration::from_millis(1));
+        let logger = Logger::new();
+        let ctx = logger
+            .context_with_blocking(
+                "batch256",
+                wal_opts(&path, DurabilityMode::FsyncBatch, LogFormat::Binary)
+                    .file_system(fs.handle()),
+            )
+            .unwrap();
+        let (producers, per) = (256u32, 12u64);
+        let acks = produce_and_record(&ctx, &fs, &path, producers, per);
+        ctx.close_blocking().unwrap();
+        let entries = u64::from(producers) * per;
+        let syncs = fs.syncs();
+        assert!(
+            syncs * 4 < entries,
+            "{syncs} syncs for {entries} entries from {producers} producers: groups did not form"
+        );
+        assert_acks_covered(&path, &acks);
+        // Every sync covered at least as much as the one before it.
+        let history = fs.sync_history(&path);
+        assert!(history.windows(2).all(|w| w[0] <= w[1]), "{history:?}");
+    });
+}
+
+#[test]
 fn fsync_mode_syncs_each_entry_and_every_ack_is_covered() {
     with_deadline(120, || {
         let dir = tempfile::tempdir().unwrap();

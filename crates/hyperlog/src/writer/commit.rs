@@ -36,7 +36,10 @@ use crate::{DurabilityMode, Error, Message};
 impl Writer {
     /// Writes and (per policy) syncs one group, then acknowledges it.
     pub(super) fn commit(&mut self, group: &mut Vec<Queued>) {
-        self.shared.last_group.store(group.len(), Ordering::Relaxed);
+        if self.pipeline.is_none() {
+            // (With a sync stage, the stage records the groups its syncs carry.)
+            self.shared.last_group.store(group.len(), Ordering::Relaxed);
+        }
         if let Some(p) = self.shared.poisoned() {
             for q in group.drain(..) {
                 if let Some(a) = q.ack {
@@ -56,7 +59,9 @@ impl Writer {
             && r.due(*good_len).is_some()
         {
             // Before the group is appended: the entries that found the file
-            // due go to the fresh one, never lost.
+            // due go to the fresh one, never lost. No sync may run under the
+            // rotation.
+            self.drain_pipeline();
             let t = Instant::now();
             match self.rotate() {
                 Ok(()) => {
@@ -180,6 +185,25 @@ impl Writer {
                     .fetch_add(records, Ordering::Relaxed);
                 // Written (and synced, when the mode syncs) with every group
                 // before it: durable as the mode defines.
+                if let Some(stage) = self.pipeline.as_ref() {
+                    // Written: the sync stage syncs and acknowledges it.
+                    if !stage.attached()
+                        && let Sink::File { path, file, .. } = &self.sink
+                    {
+                        match file.syncer() {
+                            Some(f) => stage.attach(path.clone(), f),
+                            // This file cannot be synced from another thread
+                            // (the stage is drained, so nothing else syncs).
+                            None => return self.sync_here(group_last),
+                        }
+                    }
+                    stage.hand_over(super::pipeline::Handover {
+                        acks: &mut self.acks,
+                        last: group_last,
+                        records: records as usize,
+                    });
+                    return;
+                }
                 if let Some(l) = group_last {
                     self.shared.durable.advance(l);
                 }
@@ -193,6 +217,35 @@ impl Writer {
                 } else {
                     self.shared.poison(&e);
                 }
+                for (a, _) in self.acks.drain(..) {
+                    a.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Syncs the written group on this thread and acknowledges it (for a
+    /// file the sync stage cannot hold).
+    fn sync_here(&mut self, last: Option<crate::Lsn>) {
+        let res = match &mut self.sink {
+            Sink::File { path, file, .. } => {
+                self.shared.syncs.fetch_add(1, Ordering::Relaxed);
+                file.sync_data()
+                    .map_err(|e| Error::io("fdatasync", path.clone(), e))
+            }
+            Sink::Console(_) => Ok(()),
+        };
+        match res {
+            Ok(()) => {
+                if let Some(l) = last {
+                    self.shared.durable.advance(l);
+                }
+                for (a, lsn) in self.acks.drain(..) {
+                    a.send(Ok(lsn));
+                }
+            }
+            Err(e) => {
+                self.shared.poison(&e);
                 for (a, _) in self.acks.drain(..) {
                     a.send(Err(e.clone()));
                 }
@@ -291,7 +344,7 @@ impl Writer {
                     }
                     return Err(Error::io("write", path.clone(), e));
                 }
-                if self.durability.syncs() {
+                if self.durability.syncs() && self.pipeline.is_none() {
                     self.shared.syncs.fetch_add(1, Ordering::Relaxed);
                     let t = Instant::now();
                     file.sync_data()

@@ -75,7 +75,17 @@ impl Writer {
         res.inspect_err(|e| self.shared.poison(e))
     }
 
+    /// Waits until the sync stage (if any) has synced and acknowledged every
+    /// group written, and holds no handle on the file: after it this thread
+    /// may sync, cut, rename or close the file itself.
+    pub(super) fn drain_pipeline(&mut self) {
+        if let Some(stage) = self.pipeline.as_ref() {
+            stage.drain();
+        }
+    }
+
     pub(super) fn flush(&mut self, sync: bool) -> Result<(), Error> {
+        self.drain_pipeline();
         if let Some(p) = self.shared.poisoned() {
             return Err(p);
         }
@@ -129,6 +139,7 @@ impl Writer {
             self.commit(&mut chunk);
         }
         let mut res = Ok(());
+        self.drain_pipeline();
         if let Sink::File { allocated, .. } = &mut self.sink {
             settle_extension(
                 &mut self.extension,

@@ -323,6 +323,9 @@ impl Writer {
 
     /// Handles a control request; true when it closed the writer.
     fn control(&mut self, req: Request) -> bool {
+        // Every group written before the request is synced and acknowledged
+        // first, and the file is this thread's alone while it is handled.
+        self.drain_pipeline();
         match req {
             Request::Flush { sync, ack } => {
                 let _ = ack.send(self.flush(sync));

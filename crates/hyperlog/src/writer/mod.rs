@@ -44,6 +44,8 @@
 //!   become groups;
 //! - [`commit`]: framing a group (LSNs, frames, index points), its one
 //!   `write` and sync, and its acknowledgements;
+//! - [`pipeline`]: in `FsyncBatch`, the sync thread that syncs and
+//!   acknowledges written groups while the writer writes the next ones;
 //! - [`prealloc`]: the zeros written ahead of the data, on another thread;
 //! - [`durability`]: poisoning and `None`-mode reports, flushes, the
 //!   directory sync a group waits for after a rotation, and closing;
@@ -58,6 +60,7 @@ mod commit;
 mod durability;
 mod intake;
 mod open;
+mod pipeline;
 mod prealloc;
 mod producer;
 mod rotate;
@@ -159,6 +162,9 @@ pub(crate) struct Writer {
     /// still running: nothing written after the rotation is acknowledged
     /// before it succeeds.
     dir_sync: Option<crate::rotation::DirSync>,
+    /// The sync stage (`FsyncBatch` on a file whose file system can sync
+    /// from another thread); `None`: groups are synced on this thread.
+    pipeline: Option<pipeline::SyncStage>,
     /// How long the last rotation held this thread, in microseconds.
     rotation_us: u64,
     /// The LSN of the live file's first entry (segmented WALs name sealed

@@ -168,6 +168,21 @@ impl Writer {
         } else {
             cfg.batch_max_size
         };
+        // Pipelined group commit where the file system can sync from
+        // another thread; the writer then gathers without waiting (the sync
+        // thread waits for companions instead).
+        let pipeline = match &sink {
+            Sink::File { file, .. }
+                if cfg.durability == DurabilityMode::FsyncBatch && file.syncer().is_some() =>
+            {
+                Some(super::pipeline::SyncStage::start(
+                    shared.clone(),
+                    group_max,
+                    cfg.batch_max_bytes,
+                )?)
+            }
+            _ => None,
+        };
         Ok((
             Writer {
                 sink,
@@ -185,7 +200,7 @@ impl Writer {
                     group_max,
                     cfg.batch_max_bytes,
                     cfg.batch_timeout,
-                    cfg.durability.syncs(),
+                    cfg.durability.syncs() && pipeline.is_none(),
                 ),
                 prealloc_step: cfg.preallocate,
                 extension: None,
@@ -196,6 +211,7 @@ impl Writer {
                 fs: file_system,
                 cut_pending: false,
                 dir_sync: None,
+                pipeline,
                 rotation_us: 0,
                 live_first_lsn,
                 max_record_size: cfg.max_record_size,

@@ -39,7 +39,8 @@ pub(crate) type Outcome = Result<Option<Lsn>, Error>;
 pub(crate) enum Ack {
     /// A oneshot channel; a dropped sender reads as a closed writer.
     Wait(oneshot::Sender<Outcome>),
-    /// Called once, on the writer's thread, with the outcome.
+    /// Called once, on the writer's thread (or, in `FsyncBatch`, its sync
+    /// thread), with the outcome.
     Call(Callback),
 }
 

@@ -16,7 +16,7 @@ use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hyperlog::fs::{FileAllocator, FileSystem, ReadableFile, StdFs, WritableFile};
+use hyperlog::fs::{FileAllocator, FileSyncer, FileSystem, ReadableFile, StdFs, WritableFile};
 
 /// Inside an `impl FileSystem`: the named methods, each passed on unchanged
 /// to the real disk ([`StdFs`]), so that a wrapper spells out only what it
@@ -438,8 +438,9 @@ struct FaultFile {
     fs: FaultFs,
     path: PathBuf,
     /// The write position: the end of the data (preallocated zeros past it
-    /// do not count).
-    pos: u64,
+    /// do not count); shared with the file's syncer, which reads it before
+    /// each sync as the length that sync covers.
+    pos: Arc<AtomicU64>,
 }
 
 impl WritableFile for FaultFile {
@@ -456,34 +457,27 @@ impl WritableFile for FaultFile {
             _ => buf,
         };
         let n = self.inner.write(buf)?;
-        self.pos += n as u64;
+        self.pos.fetch_add(n as u64, Ordering::SeqCst);
         Ok(n)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        let (fail, _, delay) = self.fs.enter(Op::Sync);
-        if let Some(errno) = fail {
-            return Err(io::Error::from_raw_os_error(errno));
-        }
-        if !delay.is_zero() {
-            std::thread::sleep(delay);
-        }
-        // The writer is the only one writing this file, so what is written
-        // now is what this sync covers.
-        let covered = self.pos;
-        self.inner.sync_data()?;
-        lock(&self.fs.state.synced).insert(self.path.clone(), covered);
-        lock(&self.fs.state.sync_log)
-            .entry(self.path.clone())
-            .or_default()
-            .push(covered);
-        Ok(())
+        fault_sync(&self.fs, &self.path, &self.pos, || self.inner.sync_data())
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
         self.inner.truncate(len)?;
-        self.pos = len;
+        self.pos.store(len, Ordering::SeqCst);
         Ok(())
+    }
+
+    fn syncer(&self) -> Option<Box<dyn FileSyncer>> {
+        Some(Box::new(FaultSyncer {
+            inner: self.inner.syncer()?,
+            fs: self.fs.clone(),
+            path: self.path.clone(),
+            pos: self.pos.clone(),
+        }))
     }
 
     fn allocator(&self) -> Option<Box<dyn FileAllocator>> {
@@ -494,6 +488,47 @@ impl WritableFile for FaultFile {
     }
 
     inner_file_methods!(len, try_lock, allocate);
+}
+
+/// A counted sync that fails or waits on demand, and records what it
+/// covers: the data written when it started (whatever is written while it
+/// runs may or may not be covered, so it is not counted).
+fn fault_sync(
+    fs: &FaultFs,
+    path: &Path,
+    pos: &AtomicU64,
+    sync: impl FnOnce() -> io::Result<()>,
+) -> io::Result<()> {
+    let (fail, _, delay) = fs.enter(Op::Sync);
+    if let Some(errno) = fail {
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    if !delay.is_zero() {
+        std::thread::sleep(delay);
+    }
+    let covered = pos.load(Ordering::SeqCst);
+    sync()?;
+    lock(&fs.state.synced).insert(path.to_path_buf(), covered);
+    lock(&fs.state.sync_log)
+        .entry(path.to_path_buf())
+        .or_default()
+        .push(covered);
+    Ok(())
+}
+
+/// A [`FaultFile`]'s syncer (the writer's sync thread): counted and failing
+/// like the file's own syncs.
+struct FaultSyncer {
+    inner: Box<dyn FileSyncer>,
+    fs: FaultFs,
+    path: PathBuf,
+    pos: Arc<AtomicU64>,
+}
+
+impl FileSyncer for FaultSyncer {
+    fn sync_data(&mut self) -> io::Result<()> {
+        fault_sync(&self.fs, &self.path, &self.pos, || self.inner.sync_data())
+    }
 }
 
 /// A [`FaultFile`]'s background preallocation: counted, and failing on
@@ -523,7 +558,7 @@ impl FileSystem for FaultFs {
                 inner,
                 fs: self.clone(),
                 path: path.to_path_buf(),
-                pos,
+                pos: Arc::new(AtomicU64::new(pos)),
             }),
             created,
         ))
