@@ -27,10 +27,11 @@ fn config() -> Arc<openraft::Config> {
         heartbeat_interval: 100,
         election_timeout_min: 400,
         election_timeout_max: 800,
-        // The demo's state machine lives in memory: a restarted node
-        // rebuilds it from the log, so the log is never purged behind a
-        // snapshot (which would be gone with the process).
-        snapshot_policy: openraft::SnapshotPolicy::Never,
+        // A snapshot every 2,000 entries, then the log behind it purged:
+        // each node keeps its snapshots durably beside its log
+        // (`kv::StateMachine::open`), so a killed node restarts from its
+        // last snapshot and the log after it.
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(2000),
         ..Default::default()
     };
     Arc::new(c.validate().unwrap_or_default())

@@ -7,9 +7,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::future::Future;
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures::{Stream, TryStreamExt};
+use hyperlog::fs::{FileSystem, StdFs};
 use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
@@ -62,14 +64,71 @@ struct SmInner {
     last_membership: StoredMembershipOf<TypeConfig>,
     kv: SnapshotData,
     current: Option<(SnapshotMetaOf<TypeConfig>, SnapshotData)>,
+    /// Where snapshots are kept (`None`: in memory only).
+    file: Option<Arc<SnapshotFile>>,
 }
 
-/// An in-memory key-value state machine (openraft rebuilds it from the log
-/// after a restart). Clones share the same state.
+/// A key-value state machine. Clones share the same state.
+///
+/// [`StateMachine::default`] keeps everything in memory: after a restart
+/// openraft re-applies the log, which works only as long as the log was never
+/// purged (set `snapshot_policy: SnapshotPolicy::Never`, or purge nothing).
+/// [`StateMachine::open`] keeps its snapshots in a file, durably: openraft
+/// purges the log behind each snapshot, and a restarted node starts from its
+/// last snapshot and re-applies only the log after it.
 #[derive(Clone, Default)]
 pub struct StateMachine(Arc<Mutex<SmInner>>);
 
 impl StateMachine {
+    /// A state machine whose snapshots are kept in `dir` (created if
+    /// missing), starting from the last snapshot there, if any.
+    ///
+    /// Errors: the directory cannot be created or read, or the snapshot
+    /// file is damaged ([`io::ErrorKind::InvalidData`], naming the path and
+    /// the byte offset): a damaged snapshot is never replaced by an empty
+    /// state machine, since the log behind it may be purged.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// use hyperlog_raft::kv::StateMachine;
+    /// use openraft::storage::RaftStateMachine;
+    /// let dir = tempfile::tempdir()?;
+    /// let mut sm = StateMachine::open(dir.path().join("sm"))?;
+    /// // A fresh state machine: nothing applied yet.
+    /// assert_eq!(sm.applied_state().await?.0, None);
+    /// # Ok(()) }
+    /// ```
+    pub fn open(dir: impl AsRef<Path>) -> io::Result<StateMachine> {
+        StateMachine::open_on(StdFs::shared(), dir)
+    }
+
+    /// [`open`](Self::open) on the file system `fs` (for fault injection and
+    /// simulated power loss).
+    pub fn open_on(fs: Arc<dyn FileSystem>, dir: impl AsRef<Path>) -> io::Result<StateMachine> {
+        let dir = dir.as_ref();
+        fs.create_dir_all(dir).map_err(|e| {
+            io::Error::new(e.kind(), format!("create directory {}: {e}", dir.display()))
+        })?;
+        let file = SnapshotFile {
+            fs,
+            path: dir.join("snapshot.bin"),
+            tmp: dir.join("snapshot.bin.tmp"),
+            dir: dir.to_path_buf(),
+            on_file: Mutex::new(None),
+        };
+        let mut inner = SmInner::default();
+        if let Some((meta, data)) = file.load()? {
+            *file.on_file.lock().unwrap_or_else(|p| p.into_inner()) = meta.last_log_id;
+            inner.last_applied = meta.last_log_id;
+            inner.last_membership = meta.last_membership.clone();
+            inner.kv = data.clone();
+            inner.current = Some((meta, data));
+        }
+        inner.file = Some(Arc::new(file));
+        Ok(StateMachine(Arc::new(Mutex::new(inner))))
+    }
+
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<String> {
         self.lock().kv.get(key).cloned()
@@ -89,13 +148,27 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<SnapshotOf<TypeConfig, SnapshotData>, io::Error> {
-        let mut g = self.lock();
-        let meta = SnapshotMetaOf::<TypeConfig> {
-            last_log_id: g.last_applied,
-            last_membership: g.last_membership.clone(),
+        let (meta, data, file) = {
+            let g = self.lock();
+            let meta = SnapshotMetaOf::<TypeConfig> {
+                last_log_id: g.last_applied,
+                last_membership: g.last_membership.clone(),
+            };
+            (meta, g.kv.clone(), g.file.clone())
         };
-        let data = g.kv.clone();
-        g.current = Some((meta.clone(), data.clone()));
+        // Durable before openraft learns of it (and purges the log behind it).
+        if let Some(f) = file {
+            f.store_async(meta.clone(), data.clone()).await?;
+        }
+        let mut g = self.lock();
+        let newer = match (&g.current, meta.last_log_id) {
+            (Some((m, _)), Some(l)) => m.last_log_id.is_none_or(|c| c < l),
+            (None, _) => true,
+            (Some(_), None) => false,
+        };
+        if newer {
+            g.current = Some((meta.clone(), data.clone()));
+        }
         Ok(SnapshotOf::<TypeConfig, SnapshotData> {
             meta,
             snapshot: data,
@@ -150,6 +223,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         meta: &SnapshotMetaOf<TypeConfig>,
         snapshot: SnapshotData,
     ) -> Result<(), io::Error> {
+        // Durable before the state machine moves to it.
+        let file = self.lock().file.clone();
+        if let Some(f) = file {
+            f.store_async(meta.clone(), snapshot.clone()).await?;
+        }
         let mut g = self.lock();
         g.last_applied = meta.last_log_id;
         g.last_membership = meta.last_membership.clone();
@@ -165,6 +243,114 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok(g.current
             .clone()
             .map(|(meta, snapshot)| SnapshotOf::<TypeConfig, SnapshotData> { meta, snapshot }))
+    }
+}
+
+/// The snapshot file of a durable [`StateMachine`]: replaced whole (written
+/// to a temporary name and synced, renamed, the directory synced), so a crash
+/// leaves the old snapshot or the new one. Layout: the magic
+/// [`SNAPSHOT_MAGIC`], the payload's length and CRC-32 (u32, little endian),
+/// then the payload, `(meta, data)` as JSON.
+struct SnapshotFile {
+    fs: Arc<dyn FileSystem>,
+    path: PathBuf,
+    tmp: PathBuf,
+    dir: PathBuf,
+    /// The last log id of the snapshot on file; held while one is stored,
+    /// so that stores run one at a time and never replace a snapshot with
+    /// an older one (a snapshot built while a newer one was installed).
+    on_file: Mutex<Option<LogIdOf<TypeConfig>>>,
+}
+
+/// The first bytes of a kv snapshot file.
+pub const SNAPSHOT_MAGIC: &[u8; 8] = b"HLKVSNP1";
+
+type Stored = (SnapshotMetaOf<TypeConfig>, SnapshotData);
+
+impl SnapshotFile {
+    fn damaged(&self, offset: usize, what: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{}: damaged snapshot at byte {offset}: {what}",
+                self.path.display()
+            ),
+        )
+    }
+
+    fn load(&self) -> io::Result<Option<Stored>> {
+        let ctx = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", self.path.display()));
+        let file = match self.fs.open_read(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(ctx(e)),
+        };
+        let len = file.len().map_err(ctx)?;
+        let bytes = file.read_range(0, len as usize).map_err(ctx)?;
+        if bytes.len() < 16 || &bytes[..8] != SNAPSHOT_MAGIC {
+            return Err(self.damaged(0, "not a kv snapshot file (bad magic or too short)"));
+        }
+        let n = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+        let payload = &bytes[16..];
+        if payload.len() != n {
+            return Err(self.damaged(
+                8,
+                &format!("length field says {n} bytes, {} follow", payload.len()),
+            ));
+        }
+        if crc32fast::hash(payload) != crc {
+            return Err(self.damaged(16, "checksum mismatch"));
+        }
+        serde_json::from_slice(payload)
+            .map(Some)
+            .map_err(|e| self.damaged(16, &e.to_string()))
+    }
+
+    fn store(&self, stored: &Stored) -> io::Result<()> {
+        let mut on_file = self.on_file.lock().unwrap_or_else(|p| p.into_inner());
+        if on_file.is_some() && stored.0.last_log_id <= *on_file {
+            return Ok(());
+        }
+        let payload = serde_json::to_vec(stored)?;
+        let len = u32::try_from(payload.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "snapshot over 4 GiB"))?;
+        let mut bytes = Vec::with_capacity(16 + payload.len());
+        bytes.extend_from_slice(SNAPSHOT_MAGIC);
+        bytes.extend_from_slice(&len.to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        let ctx = |what: &str, p: &Path, e: io::Error| {
+            io::Error::new(e.kind(), format!("{what} {}: {e}", p.display()))
+        };
+        // A leftover of a crash mid-store is only a temporary file.
+        match self.fs.remove_file(&self.tmp) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ctx("remove", &self.tmp, e)),
+        }
+        self.fs
+            .write_new(&self.tmp, &bytes, 0o644)
+            .map_err(|e| ctx("write", &self.tmp, e))?;
+        self.fs
+            .rename(&self.tmp, &self.path)
+            .map_err(|e| ctx("rename", &self.tmp, e))?;
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| ctx("sync directory", &self.dir, e))?;
+        *on_file = stored.0.last_log_id;
+        Ok(())
+    }
+
+    /// [`store`](Self::store) off the async runtime's workers.
+    async fn store_async(
+        self: Arc<Self>,
+        meta: SnapshotMetaOf<TypeConfig>,
+        data: SnapshotData,
+    ) -> io::Result<()> {
+        tokio::task::spawn_blocking(move || self.store(&(meta, data)))
+            .await
+            .map_err(io::Error::other)?
     }
 }
 

@@ -380,7 +380,9 @@ pub async fn bind(addr: &str) -> io::Result<TcpListener> {
 }
 
 /// Runs node `id` of a process cluster: binds `addr`, opens its
-/// [`LogStore`](crate::LogStore) in `dir`, starts openraft over
+/// [`LogStore`](crate::LogStore) in `dir` and its durable
+/// [`StateMachine`] in `dir/sm` (snapshots survive a restart, so openraft may
+/// purge the log behind them), starts openraft over
 /// [`Network`], calls `on_ready` with the index of the last log entry it
 /// reopened (`None` for an empty log), then [`serve`]s until accepting
 /// fails. The cluster is initialized later through
@@ -396,7 +398,7 @@ pub async fn run_node(
     let listener = bind(addr).await?;
     let mut store = crate::LogStore::<TypeConfig>::open(dir).await?;
     let last = store.get_log_state().await?.last_log_id.map(|l| l.index);
-    let sm = StateMachine::default();
+    let sm = StateMachine::open(dir.join("sm"))?;
     let raft = openraft::Raft::new(id, config, Network, store, sm.clone())
         .await
         .map_err(io::Error::other)?;

@@ -14,7 +14,15 @@
 //!   writes are told `LogEntryDiscarded`, and every state machine
 //!   converges.
 //!
-//! Seeded (`HYPERLOG_RAFT_SEED`, printed); every wait is bounded. The two
+//! - `snapshot_purge_restart_and_install`: snapshots every 40 entries, each
+//!   followed by a purge of the log behind it; a follower is stopped while
+//!   the others snapshot and purge past its log, restarted from its
+//!   directory (its state machine from its own durable snapshot), and
+//!   brought up to date by a snapshot sent by the leader; then the leader
+//!   is stopped and restarted from a purged log and its snapshot. No
+//!   acknowledged write is lost, every state machine converges.
+//!
+//! Seeded (`HYPERLOG_RAFT_SEED`, printed); every wait is bounded. They
 //! run one after the other (the machine is small and elections are timed).
 
 #[path = "cluster_common/mod.rs"]
@@ -199,12 +207,18 @@ fn key_of(e: &Entry) -> Option<&str> {
 impl Cluster {
     /// Three nodes, initialized through node 1.
     async fn new() -> Cluster {
+        Cluster::with(Config::default()).await
+    }
+
+    /// Three nodes with `config` (its timing replaced by the tests'),
+    /// initialized through node 1.
+    async fn with(config: Config) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let config = Config {
             heartbeat_interval: 100,
             election_timeout_min: 300,
             election_timeout_max: 600,
-            ..Default::default()
+            ..config
         };
         let mut c = Cluster {
             router: Router::default(),
@@ -236,10 +250,22 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("opening node {id}'s store in {}: {e}", dir.display()))
     }
 
-    /// Starts node `id` on `store` with an empty state machine (openraft
-    /// re-applies the committed log) and makes it reachable.
+    /// Node `id`'s durable state machine, opened from its directory.
+    fn open_sm(&self, id: u64) -> StateMachine {
+        let dir = self.dirs[&id].join("sm");
+        StateMachine::open(&dir).unwrap_or_else(|e| {
+            panic!(
+                "opening node {id}'s state machine in {}: {e}",
+                dir.display()
+            )
+        })
+    }
+
+    /// Starts node `id` on `store` with its state machine as its last
+    /// snapshot left it (openraft re-applies the committed log after it)
+    /// and makes it reachable.
     async fn start_on(&mut self, id: u64, store: LogStore<TypeConfig>) {
-        let sm = StateMachine::default();
+        let sm = self.open_sm(id);
         let net = Net {
             router: self.router.clone(),
             from: id,
@@ -748,6 +774,159 @@ async fn partition(seed: u64) {
     store.close().await.unwrap();
     eprintln!(
         "partition: {k} orphans discarded, {} writes on 3/3 nodes up to index {upto}, in {:?}",
+        acks.count(),
+        t0.elapsed()
+    );
+    c.stop_all().await;
+}
+
+// ---------------------------------------------------------------------------
+// Scenario 3.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_purge_restart_and_install() {
+    let _one = SERIAL.lock().await;
+    let seed = common::seed("snapshot_purge_restart_and_install");
+    bounded(Duration::from_secs(150), snapshots(seed)).await;
+}
+
+/// Node `id`'s last purged log index, if its log was purged.
+async fn purged_of(store: &LogStore<TypeConfig>) -> Option<u64> {
+    use openraft::storage::RaftLogStorage;
+    store
+        .clone()
+        .get_log_state()
+        .await
+        .unwrap()
+        .last_purged_log_id
+        .map(|l| l.index)
+}
+
+impl Cluster {
+    /// Waits until node `id` purged its log up to at least `index`.
+    async fn wait_purged(&self, id: u64, index: u64) -> u64 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let p = purged_of(&self.nodes[&id].store).await;
+            if let Some(p) = p.filter(|&p| p >= index) {
+                return p;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} did not purge up to {index} in {WAIT:?} (purged: {p:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every state machine holds exactly `expected`, and the logs agree
+    /// wherever two of them both still hold an entry.
+    async fn check_purged(&self, expected: &SnapshotData, ctx: &str) {
+        let mut logs = Vec::new();
+        for (id, node) in &self.nodes {
+            assert_same_map(&node.sm.snapshot(), expected, &format!("{ctx}: node {id}"));
+            let log: BTreeMap<u64, String> = log_of(&node.store)
+                .await
+                .iter()
+                .map(|e| (e.log_id.index, json(std::slice::from_ref(e)).remove(0)))
+                .collect();
+            logs.push((*id, log));
+        }
+        for (i, (a, la)) in logs.iter().enumerate() {
+            for (b, lb) in &logs[i + 1..] {
+                for (index, e) in la {
+                    if let Some(f) = lb.get(index) {
+                        assert!(e == f, "{ctx}: nodes {a} and {b} differ at index {index}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn snapshots(seed: u64) {
+    let t0 = Instant::now();
+    let mut rng = Rng::new(seed);
+    let deadline = Instant::now() + Duration::from_secs(130);
+    let config = Config {
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(40),
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        ..Default::default()
+    };
+    let mut c = Cluster::with(config).await;
+    let leader = c.wait_leader(&IDS, None).await;
+    let acks = Arc::new(Acks::default());
+
+    // Phase A: enough writes for several snapshots on every node.
+    join_all(spawn_clients(
+        &c.router, "a", 4, 40, &acks, &mut rng, deadline,
+    ))
+    .await;
+    let upto = c.converge(&IDS, acks.max_index()).await;
+    for id in IDS {
+        c.wait_purged(id, 80).await;
+    }
+    c.check_purged(&acks.expected(), "after phase A").await;
+
+    // Phase B: a follower stops; the others snapshot and purge past its log.
+    let follower = *IDS.iter().find(|&&id| id != leader).unwrap();
+    let (log_at_stop, _) = c.stop(follower).await;
+    let follower_last = log_at_stop.last().map(|e| e.log_id.index).unwrap();
+    assert!(follower_last >= upto);
+    let rest: Vec<u64> = IDS.iter().copied().filter(|&id| id != follower).collect();
+    join_all(spawn_clients(
+        &c.router, "b", 4, 40, &acks, &mut rng, deadline,
+    ))
+    .await;
+    c.converge(&rest, acks.max_index()).await;
+    let new_leader = c.wait_leader(&rest, None).await;
+    let purged = c.wait_purged(new_leader, follower_last + 1).await;
+
+    // The follower restarts from its directory: its state machine is its
+    // last snapshot (taken in phase A), not empty.
+    let sm = c.open_sm(follower);
+    let phase_a = sm.snapshot();
+    assert!(
+        !phase_a.is_empty() && phase_a.keys().all(|k| k.starts_with("a-")),
+        "node {follower}: its state machine did not come back from its snapshot ({} keys)",
+        phase_a.len()
+    );
+    drop(sm);
+    let store = c.open_store(follower).await;
+    c.start_on(follower, store).await;
+    let upto = c.converge(&IDS, acks.max_index()).await;
+    c.check_purged(&acks.expected(), "after the follower's restart")
+        .await;
+    // Its log was behind the leader's purge point: only a snapshot from the
+    // leader could bring it up to date, and its own log restarts after it.
+    let follower_purged = c.wait_purged(follower, follower_last + 1).await;
+    eprintln!(
+        "node {follower} stopped at index {follower_last}; the leader purged up to {purged}; \
+         restarted, it installed a snapshot (purged up to {follower_purged}) and applied up to {upto}"
+    );
+
+    // Phase C: the leader stops and restarts from a purged log.
+    let old = c.wait_leader(&IDS, None).await;
+    c.stop(old).await;
+    let rest: Vec<u64> = IDS.iter().copied().filter(|&id| id != old).collect();
+    c.wait_leader(&rest, None).await;
+    join_all(spawn_clients(
+        &c.router, "c", 2, 20, &acks, &mut rng, deadline,
+    ))
+    .await;
+    let store = c.open_store(old).await;
+    assert!(
+        purged_of(&store).await.is_some(),
+        "node {old}: purge point lost"
+    );
+    c.start_on(old, store).await;
+    let upto = c.converge(&IDS, acks.max_index()).await;
+    c.check_purged(&acks.expected(), "after the leader's restart")
+        .await;
+    assert_eq!(acks.count(), 360);
+    eprintln!(
+        "snapshots: {} writes acknowledged, all on 3/3 nodes up to index {upto}, in {:?}",
         acks.count(),
         t0.elapsed()
     );
