@@ -30,6 +30,7 @@
 pub mod charts;
 pub mod durable;
 pub mod flush;
+pub mod logger_peers;
 pub mod measure;
 pub mod payload;
 pub mod peers;
