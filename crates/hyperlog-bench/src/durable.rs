@@ -777,3 +777,51 @@ fn system_name(shape: &Shape) -> String {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rocksdb_rows_only_when_built() {
+        let rocks = |with| -> Vec<String> {
+            shapes_with(with)
+                .iter()
+                .filter(|s| s.system == System::RocksDb)
+                .map(Shape::label)
+                .collect()
+        };
+        assert!(rocks(false).is_empty());
+        assert_eq!(rocks(true), ["rocksdb 100 B x1", "rocksdb 100 B x64"]);
+    }
+
+    /// The harness side of the RocksDB peer, against a stand-in binary that
+    /// prints a line of the same shape.
+    #[test]
+    fn rocksdb_line_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("fake-rocksdb-bench");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho '{\"entries\":3,\"written\":4,\"elapsed_ns\":1000,\"producing_ns\":1000,\
+             \"cpu_ns\":500,\"peak_rss\":10,\"rss_before\":5,\"wchar\":400,\"syncs\":2,\
+             \"latency_ns\":[[1000,2],[5000,1]]}'\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let s = Settings {
+            run: std::time::Duration::from_millis(10),
+            rounds: 1,
+            scratch: dir.path().to_path_buf(),
+            readback_bytes: 0,
+            quick: true,
+            only: None,
+        };
+        let (d, syncs) = run_rocksdb(&bin, &s, dir.path(), 2, 100).unwrap();
+        assert_eq!((d.entries, d.written, syncs), (3, 4, Some(2)));
+        let h = d.latency.unwrap();
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.max(), h.highest_equivalent(5000));
+    }
+}
