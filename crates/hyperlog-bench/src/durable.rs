@@ -11,8 +11,16 @@
 //! and end of every round; its p50 is the bare `fdatasync` latency. Each
 //! `Fsync` run is immediately followed by the `FsyncBatch` run of the same
 //! shape, so their ratio compares neighbours in time.
+//!
+//! The peers run in the same rounds, each shape after hyperlog's of the same
+//! size and producer count: okaywal and raft-engine in this process, RocksDB
+//! (100 B values, 1 and 64 threads) as a child process, the binary of
+//! `peers/rocksdb-bench` (its own workspace, so that RocksDB's C++ library is
+//! never built by the hyperlog workspace), when one is found (see
+//! [`rocksdb_bin`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use hdrhistogram::Histogram;
 use hyperlog::{DurabilityMode, LogFormat};
@@ -56,6 +64,109 @@ pub enum System {
     OkayWal,
     /// raft-engine, synced write per entry.
     RaftEngine,
+    /// RocksDB, a synced put per entry (child process).
+    RocksDb,
+}
+
+/// Producer counts of the RocksDB rows (100 B values only).
+pub const ROCKSDB_PRODUCERS: [usize; 2] = [1, 64];
+/// Value size of the RocksDB rows.
+pub const ROCKSDB_VALUE_BYTES: usize = 100;
+
+static ROCKSDB_BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Uses `path` as the RocksDB peer's binary (the `--rocksdb-bin` option);
+/// the first call wins.
+pub fn set_rocksdb_bin(path: PathBuf) {
+    let _ = ROCKSDB_BIN.set(path);
+}
+
+/// Where the RocksDB peer's binary was looked for, and whether it is there.
+#[derive(Debug, Clone)]
+pub enum RocksDbBin {
+    /// Found at this path.
+    Found(PathBuf),
+    /// Named by `--rocksdb-bin` or `HYPERLOG_BENCH_ROCKSDB` but absent.
+    Missing(PathBuf),
+    /// Not named, and not at any of the usual build locations.
+    NotBuilt,
+}
+
+/// The RocksDB peer's binary: the path given to [`set_rocksdb_bin`], else
+/// `$HYPERLOG_BENCH_ROCKSDB`, else the first that exists of
+/// `peers/rocksdb-bench/target/release/rocksdb-bench`,
+/// `$CARGO_TARGET_DIR/release/rocksdb-bench` and the workspace's
+/// `target/release/rocksdb-bench`.
+pub fn rocksdb_bin() -> RocksDbBin {
+    let named = ROCKSDB_BIN.get().cloned().or_else(|| {
+        std::env::var_os("HYPERLOG_BENCH_ROCKSDB")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    if let Some(p) = named {
+        return if p.is_file() {
+            RocksDbBin::Found(p)
+        } else {
+            RocksDbBin::Missing(p)
+        };
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut candidates = vec![root.join("peers/rocksdb-bench/target/release/rocksdb-bench")];
+    if let Some(t) = std::env::var_os("CARGO_TARGET_DIR") {
+        candidates.push(PathBuf::from(t).join("release/rocksdb-bench"));
+    }
+    candidates.push(root.join("target/release/rocksdb-bench"));
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .map_or(RocksDbBin::NotBuilt, RocksDbBin::Found)
+}
+
+/// One RocksDB run: the peer's binary with `threads` writers for the
+/// settings' run time in `dir`; the figures of its JSON line (latency
+/// histogram rebuilt from its buckets) and its WAL sync count.
+fn run_rocksdb(
+    bin: &Path,
+    s: &Settings,
+    dir: &Path,
+    threads: usize,
+    value_bytes: usize,
+) -> Result<(Drive, Option<u64>), String> {
+    let args = vec![
+        "--threads".to_string(),
+        threads.to_string(),
+        "--secs".into(),
+        s.run.as_secs_f64().to_string(),
+        "--dir".into(),
+        dir.display().to_string(),
+        "--value-bytes".into(),
+        value_bytes.to_string(),
+    ];
+    let v = crate::logger_peers::run_json_child(bin, &args)?;
+    let mut d = crate::logger_peers::drive_from_json(&v)?;
+    let mut h = latency_histogram();
+    for pair in v
+        .get("latency_ns")
+        .and_then(|l| l.as_array())
+        .ok_or("rocksdb-bench: no latency_ns")?
+    {
+        let (Some(value), Some(count)) = (
+            pair.get(0).and_then(|x| x.as_u64()),
+            pair.get(1).and_then(|x| x.as_u64()),
+        ) else {
+            return Err(format!("rocksdb-bench: bad latency bucket {pair}"));
+        };
+        h.saturating_record_n(value.max(1), count);
+    }
+    if h.len() != d.entries {
+        return Err(format!(
+            "rocksdb-bench: {} latencies for {} entries",
+            h.len(),
+            d.entries
+        ));
+    }
+    d.latency = Some(h);
+    Ok((d, v.get("syncs").and_then(|x| x.as_u64())))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +187,9 @@ impl Shape {
             }
             System::RaftEngine => {
                 return format!("raft-engine {} x{}", size_name(self.size), self.producers);
+            }
+            System::RocksDb => {
+                return format!("rocksdb {} x{}", size_name(self.size), self.producers);
             }
             System::Hyperlog => {}
         }
@@ -191,6 +305,17 @@ fn run_peer(s: &Settings, dir: &Path, shape: Shape) -> Result<Sample, String> {
                 file_bytes: None,
             }
         }
+        System::RocksDb => {
+            let RocksDbBin::Found(bin) = rocksdb_bin() else {
+                return Err("the RocksDB peer's binary is gone".into());
+            };
+            let (d, syncs) = run_rocksdb(&bin, s, &sub, shape.producers, shape.size)?;
+            Sample {
+                drive: d,
+                syncs,
+                file_bytes: None,
+            }
+        }
         _ => {
             let mut p = crate::wal_peers::RaftEngine::new(&sub, shape.size)?;
             let before = crate::wal_peers::raft_engine_syncs();
@@ -250,7 +375,8 @@ fn run_raw(s: &Settings, dir: &Path, prezeroed: bool) -> Result<Sample, String> 
     })
 }
 
-fn shapes() -> Vec<Shape> {
+/// Every shape, RocksDB's with `rocksdb`.
+fn shapes_with(rocksdb: bool) -> Vec<Shape> {
     let mut v = Vec::new();
     for size in SIZES {
         for producers in PRODUCERS {
@@ -274,7 +400,12 @@ fn shapes() -> Vec<Shape> {
                     driver: Driver::Tasks,
                 });
             }
-            for system in [System::OkayWal, System::RaftEngine] {
+            let rocks =
+                rocksdb && size == ROCKSDB_VALUE_BYTES && ROCKSDB_PRODUCERS.contains(&producers);
+            for system in [System::OkayWal, System::RaftEngine, System::RocksDb] {
+                if system == System::RocksDb && !rocks {
+                    continue;
+                }
                 v.push(Shape {
                     system,
                     mode: DurabilityMode::FsyncBatch,
@@ -287,6 +418,11 @@ fn shapes() -> Vec<Shape> {
         }
     }
     v
+}
+
+/// Every shape, RocksDB's if its binary is found.
+fn shapes() -> Vec<Shape> {
+    shapes_with(matches!(rocksdb_bin(), RocksDbBin::Found(_)))
 }
 
 /// How many timed runs [`run`] will make with these settings.
@@ -453,6 +589,17 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             Driver::Threads,
         )
     };
+    let rocksdb_note = match rocksdb_bin() {
+        RocksDbBin::Found(p) => format!(
+            "RocksDB (`{}`, peers/rocksdb-bench: rocksdb crate 0.20, default `Options`, statistics on): each call is `DB::put_opt(key, value, &WriteOptions {{ sync: true }})` of a {ROCKSDB_VALUE_BYTES}-byte value under the thread's own 12-byte key (thread, sequence number); RocksDB's write thread groups concurrent writers into one WAL write and one sync. It runs as a child process (its CPU, RSS and write(2) bytes are that process's) in the same rounds, for 1 and 64 threads; the child reads every key back after the run. fsync/s is its own `rocksdb.wal.synced` ticker.",
+            p.display()
+        ),
+        RocksDbBin::Missing(p) => format!(
+            "RocksDB: not built ({} does not exist; see peers/rocksdb-bench/README)",
+            p.display()
+        ),
+        RocksDbBin::NotBuilt => "RocksDB: not built (see peers/rocksdb-bench/README)".into(),
+    };
     let raw_p50 = quantile_us(&raw.latency(), 0.5);
     let raw_zeroed_p50 = quantile_us(&raw_zeroed.latency(), 0.5);
     let mut ratios = Vec::new();
@@ -471,6 +618,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
                 for (system, pname) in [
                     (System::OkayWal, "okaywal"),
                     (System::RaftEngine, "raft-engine"),
+                    (System::RocksDb, "rocksdb"),
                 ] {
                     if let Some(p) = peer(system, size, producers) {
                         let what = format!(
@@ -532,6 +680,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
         for (system, pname) in [
             (System::OkayWal, "okaywal"),
             (System::RaftEngine, "raft-engine"),
+            (System::RocksDb, "rocksdb"),
         ] {
             if let Some(p) = peer(system, 100, 1) {
                 ratios.push(Ratio {
@@ -540,6 +689,32 @@ pub fn run(s: &Settings) -> Result<Section, String> {
                 });
             }
         }
+    }
+    if let (Some(h), Some(p)) = (
+        hl(
+            DurabilityMode::Fsync,
+            LogFormat::Binary,
+            ROCKSDB_VALUE_BYTES,
+            1,
+            Driver::Threads,
+        ),
+        peer(System::RocksDb, ROCKSDB_VALUE_BYTES, 1),
+    ) {
+        let what = format!(
+            "Fsync binary {} x1 / rocksdb (sync puts), 1 thread",
+            size_name(ROCKSDB_VALUE_BYTES)
+        );
+        ratios.push(Ratio {
+            what: format!("{what}: throughput"),
+            value: ratio(h.rate(), p.rate()),
+        });
+        ratios.push(Ratio {
+            what: format!("{what}: p99 latency"),
+            value: ratio(
+                quantile_us(&h.latency(), 0.99),
+                quantile_us(&p.latency(), 0.99),
+            ),
+        });
     }
     for size in SIZES {
         for format in FORMATS {
@@ -563,7 +738,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
     ratios.retain(|r| r.value.is_finite() && r.value > 0.0);
     Ok(Section {
         name: "durable".into(),
-        title: "Write-ahead logs: hyperlog Fsync/FsyncBatch vs okaywal vs raft-engine".into(),
+        title: "Write-ahead logs: hyperlog Fsync/FsyncBatch vs okaywal, raft-engine and RocksDB".into(),
         notes: vec![
             format!(
                 "{} round(s) of {:.1} s per shape; throughput, syncs, CPU, size and memory are medians over rounds, latencies merge every call of every round.",
@@ -573,6 +748,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             "hyperlog: OS threads calling `Context::log_blocking(Message::info(text))` (*threads*) or tokio tasks on a two-worker runtime awaiting `Context::log` (*tasks*), binary format, LSNs on; `message` is the message field's size (the record adds the envelope: timestamp, level, LSN, CRC; see file B / entry). On two cores every blocked thread costs a context switch per entry, which tasks avoid.".into(),
             "okaywal 0.3 (default `Configuration`, a no-op `checkpoint_to`): each call is `begin_entry()`, `write_chunk(message)`, `commit()` (returns once fsynced; okaywal batches concurrent commits into one fsync). Its syncs are not countable from outside (no counter in its API): fsync/s is n/a.".into(),
             "raft-engine 0.4 (default `Config`, default features off): each call writes a `LogBatch` holding one entry (`add_entries`, the message plus an 8-byte index in a protobuf `BytesValue`) with `engine.write(&mut batch, true)`; every producer thread is its own raft group. fsync/s is raft-engine's own count (its `raft_engine_sync_log_duration_seconds` histogram).".into(),
+            rocksdb_note,
             "Peers store the message bytes only; hyperlog stores a full record (the envelope is ~240 B), so hyperlog writes ~3.4x (100 B) / ~1.2x (1 KiB) more bytes per entry.".into(),
             "Latency is per call, `Instant` before and after the call: the time until the entry is acknowledged durable.".into(),
             format!(
@@ -593,10 +769,59 @@ fn system_name(shape: &Shape) -> String {
     match shape.system {
         System::OkayWal => "okaywal".into(),
         System::RaftEngine => "raft-engine".into(),
+        System::RocksDb => "rocksdb".into(),
         System::Hyperlog => format!(
             "hyperlog {} {}",
             mode_name(shape.mode),
             format_name(shape.format)
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rocksdb_rows_only_when_built() {
+        let rocks = |with| -> Vec<String> {
+            shapes_with(with)
+                .iter()
+                .filter(|s| s.system == System::RocksDb)
+                .map(Shape::label)
+                .collect()
+        };
+        assert!(rocks(false).is_empty());
+        assert_eq!(rocks(true), ["rocksdb 100 B x1", "rocksdb 100 B x64"]);
+    }
+
+    /// The harness side of the RocksDB peer, against a stand-in binary that
+    /// prints a line of the same shape.
+    #[test]
+    fn rocksdb_line_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("fake-rocksdb-bench");
+        std::fs::write(
+            &bin,
+            "#!/bin/sh\necho '{\"entries\":3,\"written\":4,\"elapsed_ns\":1000,\"producing_ns\":1000,\
+             \"cpu_ns\":500,\"peak_rss\":10,\"rss_before\":5,\"wchar\":400,\"syncs\":2,\
+             \"latency_ns\":[[1000,2],[5000,1]]}'\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let s = Settings {
+            run: std::time::Duration::from_millis(10),
+            rounds: 1,
+            scratch: dir.path().to_path_buf(),
+            readback_bytes: 0,
+            quick: true,
+            only: None,
+        };
+        let (d, syncs) = run_rocksdb(&bin, &s, dir.path(), 2, 100).unwrap();
+        assert_eq!((d.entries, d.written, syncs), (3, 4, Some(2)));
+        let h = d.latency.unwrap();
+        assert_eq!(h.len(), 3);
+        assert_eq!(h.max(), h.highest_equivalent(5000));
     }
 }

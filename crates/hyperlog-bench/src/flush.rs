@@ -6,6 +6,11 @@
 //! queue has drained into the file) and `tracing` JSON written straight to a
 //! file (one `write(2)` per event), with 1 and 64 producer threads; plus
 //! hyperlog `Flush` with LSNs on, at 64 producers, against the same without.
+//! hyperlog in `None` mode (returns once queued) against the asynchronous
+//! loggers, each lossless (a full queue blocks) and timed until its file
+//! holds every line: slog-async, ftlog, spdlog-rs's `AsyncPoolSink` and
+//! fast_log (the last three in [`crate::logger_peers`], fast_log in a child
+//! process), with 1 and 64 producer threads.
 //! Every producer logs 100-byte messages; every logger runs with its
 //! defaults (queue 10,000 entries for hyperlog, 128,000 lines for the
 //! appender). Variants are interleaved round by round, each round starting
@@ -16,6 +21,7 @@ use std::path::Path;
 use hyperlog::{DurabilityMode, LogFormat};
 use serde_json::json;
 
+use crate::logger_peers;
 use crate::measure::{Drive, drive, median};
 use crate::peers::{Hyperlog, TracingDirect, TracingNonBlocking};
 use crate::report::{Ratio, Section, Table, num, rate, ratio};
@@ -37,6 +43,12 @@ enum Kind {
     TracingDirect,
     /// slog-async + slog-json.
     Slog,
+    /// ftlog (not installed globally), text lines.
+    Ftlog,
+    /// spdlog-rs with its AsyncPoolSink over a FileSink, text lines.
+    Spdlog,
+    /// fast_log, in a child process, text lines.
+    FastLog,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +67,9 @@ impl Variant {
             Kind::TracingDirect => "tracing JSON direct to File",
             Kind::HyperlogNone => "hyperlog None JSON",
             Kind::Slog => "slog-json via slog-async",
+            Kind::Ftlog => "ftlog text, blocking channel",
+            Kind::Spdlog => "spdlog-rs text via AsyncPoolSink",
+            Kind::FastLog => "fast_log text (child process)",
         }
     }
 
@@ -65,18 +80,35 @@ impl Variant {
     fn guarantee(&self) -> &'static str {
         match self.kind {
             Kind::Hyperlog { .. } | Kind::HyperlogTasks | Kind::TracingDirect => "write(2) done",
-            Kind::TracingNonBlocking | Kind::HyperlogNone | Kind::Slog => "queued (drain timed)",
+            Kind::TracingNonBlocking
+            | Kind::HyperlogNone
+            | Kind::Slog
+            | Kind::Ftlog
+            | Kind::Spdlog
+            | Kind::FastLog => "queued (drain timed)",
         }
     }
 }
 
-const VARIANTS: [Variant; 12] = [
+const VARIANTS: [Variant; 18] = [
     Variant {
         kind: Kind::HyperlogNone,
         threads: 1,
     },
     Variant {
         kind: Kind::Slog,
+        threads: 1,
+    },
+    Variant {
+        kind: Kind::Ftlog,
+        threads: 1,
+    },
+    Variant {
+        kind: Kind::Spdlog,
+        threads: 1,
+    },
+    Variant {
+        kind: Kind::FastLog,
         threads: 1,
     },
     Variant {
@@ -85,6 +117,18 @@ const VARIANTS: [Variant; 12] = [
     },
     Variant {
         kind: Kind::Slog,
+        threads: 64,
+    },
+    Variant {
+        kind: Kind::Ftlog,
+        threads: 64,
+    },
+    Variant {
+        kind: Kind::Spdlog,
+        threads: 64,
+    },
+    Variant {
+        kind: Kind::FastLog,
         threads: 64,
     },
     Variant {
@@ -165,6 +209,16 @@ fn run_one(s: &Settings, dir: &Path, v: Variant, text: &str) -> Result<Sample, S
             let mut p = crate::peers::Slog::new(&path)?;
             drive(&mut p, v.threads, s.run, text, false)?
         }
+        Kind::Ftlog => {
+            let mut p = logger_peers::Ftlog::new(&path)?;
+            drive(&mut p, v.threads, s.run, text, false)?
+        }
+        Kind::Spdlog => {
+            let mut p = logger_peers::SpdlogAsync::new(&path)?;
+            drive(&mut p, v.threads, s.run, text, false)?
+        }
+        // The child logs `payload::text(MESSAGE_BYTES)` itself.
+        Kind::FastLog => logger_peers::run_fast_log(&path, v.threads, s.run)?,
     };
     let file_bytes = std::fs::metadata(&path)
         .map_err(|e| format!("stat {}: {e}", path.display()))?
@@ -284,6 +338,22 @@ pub fn run(s: &Settings) -> Result<Section, String> {
         what: "hyperlog None / slog-async, 1 thread: time per call".into(),
         value: ratio(call_of(none1), call_of(idx(Kind::Slog, 1))),
     });
+    for (kind, name) in [
+        (Kind::Ftlog, "ftlog"),
+        (Kind::Spdlog, "spdlog-rs AsyncPoolSink"),
+        (Kind::FastLog, "fast_log"),
+    ] {
+        ratios.push(Ratio {
+            what: format!("hyperlog None / {name}, 1 thread: time per call"),
+            value: ratio(call_of(none1), call_of(idx(kind, 1))),
+        });
+        for t in [1, 64] {
+            ratios.push(Ratio {
+                what: format!("hyperlog None / {name}, {t} thread(s): entries/s"),
+                value: ratio(rate_of(idx(Kind::HyperlogNone, t)), rate_of(idx(kind, t))),
+            });
+        }
+    }
     for t in [1, 64] {
         ratios.push(Ratio {
             what: format!("hyperlog Flush / slog-async, {t} thread(s)"),
@@ -318,7 +388,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
     ratios.retain(|r| r.value.is_finite() && r.value > 0.0);
     Ok(Section {
         name: "flush".into(),
-        title: "Data plane: None/Flush mode vs tracing and slog (JSON file, 100-byte messages)".into(),
+        title: "Data plane: None/Flush mode vs tracing, slog, ftlog, spdlog-rs and fast_log (100-byte messages to a file)".into(),
         notes: vec![
             format!(
                 "{} round(s) of {:.1} s per variant, interleaved (each round starts one variant later); figures are medians over rounds.",
@@ -329,6 +399,10 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             "tracing non_blocking is lossless (`lossy(false)`) with its default 128,000-line queue; its clock runs until every line is in the file.".into(),
             "tracing lines carry timestamp, level, message, file, line and thread id, like hyperlog's envelope.".into(),
             "slog: `slog::info!(logger, \"{}\", text)` into `slog_async::Async` (lossless: `OverflowStrategy::Block`, default 128-record channel) over `slog_json::Json::new(LineWriter<File>).add_default_keys()` (ts, level, msg: fewer fields than the others, see bytes / entry); its clock runs until the async thread has been joined.".into(),
+            format!("ftlog 0.2: built, not installed globally; `log::info!(logger: &ftlog_logger, \"{{}}\", text)`; `bounded({q}, true)` (a full channel blocks: lossless), UTC, its `FileAppender` (BufWriter); text line: time (ms, UTC offset), call-to-write delay, level, thread name (empty), file:line, message.", q = logger_peers::QUEUE),
+            "spdlog-rs 0.5: `spdlog::info!(logger: l, \"{}\", text)` into an `AsyncPoolSink` (`OverflowPolicy::Block`: lossless; its own `ThreadPool`, default 8,192-operation queue, one worker) over a `FileSink` (BufWriter) with the default `FullFormatter` and feature `source-location`; text line: local time (ms), level, module path, file:line, message.".into(),
+            format!("fast_log 1.7: installed as the global `log` logger, which it can be only once per process, so each run is a child process of this binary (hidden scenario `fast-log-child`; its CPU, RSS and bytes are the child's, so its RSS lacks this harness's baseline); `log::info!(\"{{}}\", text)`; `chan_len(Some({q}))` (a full channel blocks: lossless), one formatting worker, its `FileAppender`, `FastLogFormat` with file:line from Info up and UTC; text line: time (ns), level, file:line, message.", q = logger_peers::QUEUE),
+            "ftlog, spdlog-rs and fast_log: the clock runs until the file holds every line (their flush, or the worker's join), then the file's lines are counted and must equal the entries logged; none of their lines carries a thread id.".into(),
             "hyperlog None returns once the entry is queued; its clock runs until `flush` has written the queue out. ns / call is the producers' own time in the calls (wall time of the producing window x threads / entries): the per-call cost for one thread.".into(),
             "Peak RSS: all runs share this process; the high-water mark is reset before each run (`/proc/self/clear_refs`), so it is the process's peak during the run; the growth is over the RSS just before it.".into(),
             "CPU is the whole process (getrusage RUSAGE_SELF, user + system), writer threads included.".into(),

@@ -2,8 +2,10 @@
 //!
 //! Benchmarks for hyperlog, side by side with what users would otherwise
 //! pick: for the data plane, `tracing` with its JSON formatter (through
-//! `tracing-appender` or straight to a file) and `slog` (`slog-async` +
-//! `slog-json`); for the durable log, `okaywal`, `raft-engine` and a bare
+//! `tracing-appender` or straight to a file), `slog` (`slog-async` +
+//! `slog-json`), `ftlog`, `spdlog-rs` and `fast_log` (module
+//! [`logger_peers`]); for the durable log, `okaywal`, `raft-engine`, RocksDB
+//! (a separate binary, `peers/rocksdb-bench`, when built) and a bare
 //! `write` + `fdatasync` loop; for recovery, the same two WALs; for
 //! replicated writes through openraft (scenario `raft`, module [`raft`]),
 //! hyperlog's log store against the `raft-log` crate (adapter in
@@ -30,6 +32,7 @@
 pub mod charts;
 pub mod durable;
 pub mod flush;
+pub mod logger_peers;
 pub mod measure;
 pub mod payload;
 pub mod peers;

@@ -19,8 +19,8 @@ use hyperlog_bench::{
 };
 use serde_json::json;
 
-/// Benchmarks for hyperlog, side by side with tracing, slog, okaywal and
-/// raft-engine.
+/// Benchmarks for hyperlog, side by side with tracing, slog, ftlog,
+/// spdlog-rs, fast_log, okaywal, raft-engine and RocksDB.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -56,14 +56,27 @@ struct Cli {
     /// `all` and `python` only if it can import hyperscale.logging).
     #[arg(long, default_value = "python3")]
     python: String,
+    /// The RocksDB peer's binary for `durable` (built from
+    /// peers/rocksdb-bench; default: $HYPERLOG_BENCH_ROCKSDB, else the
+    /// usual build locations; without one RocksDB is left out).
+    #[arg(long)]
+    rocksdb_bin: Option<PathBuf>,
+    /// `fast-log-child` only: producer threads.
+    #[arg(long, hide = true)]
+    child_threads: Option<usize>,
+    /// `fast-log-child` only: the log file.
+    #[arg(long, hide = true)]
+    child_file: Option<PathBuf>,
 }
 
 /// The scenarios.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    /// Flush-mode throughput, 1 and 64 producers, against tracing; LSN cost.
+    /// None/Flush-mode throughput and per-call cost, 1 and 64 producers,
+    /// against tracing, slog, ftlog, spdlog-rs and fast_log; LSN cost.
     Flush,
-    /// Fsync and FsyncBatch: throughput, latency, syncs, CPU, size.
+    /// Fsync and FsyncBatch: throughput, latency, syncs, CPU, size; against
+    /// okaywal, raft-engine and (when built) RocksDB.
     Durable,
     /// Reading a ~1 GB log back: read_entries_blocking and scan_log.
     Readback,
@@ -76,6 +89,11 @@ enum Scenario {
     Raft,
     /// All of the above, plus bench-results.{json,md} and the charts.
     All,
+    /// One fast_log run in this process (the `flush` scenario starts it as
+    /// a child process: fast_log can be installed only once per process);
+    /// prints the run's figures as one JSON line.
+    #[value(hide = true)]
+    FastLogChild,
 }
 
 /// A scenario's entry point.
@@ -138,6 +156,27 @@ fn main() -> ExitCode {
         eprintln!("--secs must be a positive number of seconds");
         return ExitCode::from(2);
     }
+    if cli.scenario == Scenario::FastLogChild {
+        let (Some(threads), Some(file)) = (cli.child_threads, cli.child_file.as_deref()) else {
+            eprintln!("fast-log-child needs --child-threads and --child-file");
+            return ExitCode::from(2);
+        };
+        let text = hyperlog_bench::payload::text(flush::MESSAGE_BYTES);
+        let run = Duration::from_secs_f64(secs);
+        return match hyperlog_bench::logger_peers::fast_log_child(file, threads, run, &text) {
+            Ok(v) => {
+                println!("{v}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fast-log-child: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(bin) = cli.rocksdb_bin.clone() {
+        durable::set_rocksdb_bin(bin);
+    }
     let scratch = cli.dir.clone().unwrap_or_else(std::env::temp_dir);
     let settings = Settings {
         run: Duration::from_secs_f64(secs),
@@ -178,7 +217,7 @@ fn main() -> ExitCode {
         Scenario::Durable => vec![("durable", durable::run)],
         Scenario::Readback => vec![("readback", readback::run)],
         Scenario::Retention => vec![("retention", retention::run)],
-        Scenario::Python => vec![],
+        Scenario::Python | Scenario::FastLogChild => vec![],
         Scenario::Raft => vec![("raft", raft::run)],
         Scenario::All => vec![
             ("flush", flush::run),
