@@ -2,8 +2,9 @@
 //! `ab_glyph` from an embedded DejaVu Sans Mono, so nothing is needed from
 //! the system: no fontconfig, no freetype).
 //!
-//! - `throughput-durable.png`: entries/s against producers, per system
-//!   (100 B and 1 KiB side by side), log scales;
+//! - `throughput-durable.png`: entries/s against producers, per system,
+//!   with the physical bound of the run (producers x the bare loop's
+//!   syncs/s), 100 B and 1 KiB side by side, log scales;
 //! - `throughput-logger.png`: entries/s against producer threads, per
 //!   logger (the non-durable data plane);
 //! - `latency-durable.png`: p50, p99 and p99.9 acknowledgement latency per
@@ -212,6 +213,17 @@ fn throughput_durable(s: &Section, path: &Path) -> Result<(), String> {
                     .collect();
                 (name, vals)
             })
+            .chain(
+                s.data
+                    .get("bare_syncs_per_s")
+                    .and_then(Value::as_f64)
+                    .map(|bare| {
+                        (
+                            "physical bound: producers x bare syncs/s".to_string(),
+                            producers.iter().map(|&p| Some(p as f64 * bare)).collect(),
+                        )
+                    }),
+            )
             .collect();
         let size_label = if size >= 1024 {
             format!("{} KiB", size / 1024)

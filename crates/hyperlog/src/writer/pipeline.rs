@@ -141,8 +141,7 @@ impl SyncStage {
     /// run by the sync thread, or here when the producer is alone.
     pub fn hand_over(&self, group: Handover<'_>) {
         let mut st = lock(&self.inner.state);
-        let alone =
-            !st.busy && st.records == 0 && st.pending.is_empty() && st.group.caught_up(1);
+        let alone = !st.busy && st.records == 0 && st.pending.is_empty() && st.group.caught_up(1);
         st.pending.append(group.acks);
         st.last = group.last.or(st.last);
         st.records += group.records;
@@ -161,11 +160,7 @@ impl SyncStage {
         while st.busy || st.records > 0 || !st.pending.is_empty() {
             st.urgent = true;
             self.inner.work.notify_one();
-            st = self
-                .inner
-                .idle
-                .wait(st)
-                .unwrap_or_else(|p| p.into_inner());
+            st = self.inner.idle.wait(st).unwrap_or_else(|p| p.into_inner());
         }
         st.urgent = false;
         st.file = None;
