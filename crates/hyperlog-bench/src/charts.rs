@@ -110,7 +110,12 @@ fn line_chart(
         .draw()
         .map_err(err)?;
     for (k, (name, vals)) in series.iter().enumerate() {
-        let color = COLORS[k % COLORS.len()];
+        // The physical bound is a reference line, not a system: black.
+        let color = if name.starts_with("physical bound") {
+            RGBColor(0, 0, 0)
+        } else {
+            COLORS[k % COLORS.len()]
+        };
         let points: Vec<(i32, f64)> = vals
             .iter()
             .enumerate()

@@ -60,6 +60,10 @@ enum Driver {
 pub enum System {
     /// hyperlog (mode, format and driver from the shape).
     Hyperlog,
+    /// hyperlog `FsyncBatch` syncing on its writer's thread
+    /// (`ContextOptions::sync_thread(false)`): the group commit of before
+    /// the pipeline, side by side with it (100 B, 64 and 256 producers).
+    HyperlogWriterSync,
     /// okaywal, commit per entry.
     OkayWal,
     /// raft-engine, synced write per entry.
@@ -191,10 +195,10 @@ impl Shape {
             System::RocksDb => {
                 return format!("rocksdb {} x{}", size_name(self.size), self.producers);
             }
-            System::Hyperlog => {}
+            System::Hyperlog | System::HyperlogWriterSync => {}
         }
         format!(
-            "{} {} {} x{}{}",
+            "{} {} {} x{}{}{}",
             mode_name(self.mode),
             format_name(self.format),
             size_name(self.size),
@@ -202,6 +206,11 @@ impl Shape {
             match self.driver {
                 Driver::Threads => "",
                 Driver::Tasks => " tasks",
+            },
+            if self.system == System::HyperlogWriterSync {
+                ", writer syncs"
+            } else {
+                ""
             }
         )
     }
@@ -334,7 +343,7 @@ fn run_peer(s: &Settings, dir: &Path, shape: Shape) -> Result<Sample, String> {
 }
 
 fn run_shape(s: &Settings, dir: &Path, shape: Shape) -> Result<Sample, String> {
-    if shape.system != System::Hyperlog {
+    if !matches!(shape.system, System::Hyperlog | System::HyperlogWriterSync) {
         return run_peer(s, dir, shape);
     }
     let path = dir.join(match shape.format {
@@ -343,7 +352,15 @@ fn run_shape(s: &Settings, dir: &Path, shape: Shape) -> Result<Sample, String> {
     });
     let _ = std::fs::remove_file(&path);
     let text = payload::text(shape.size);
-    let mut p = Hyperlog::file(&path, shape.mode, shape.format, true)?;
+    let mut p = Hyperlog::open(
+        "bench",
+        hyperlog::ContextOptions::new()
+            .path(&path)
+            .durability(shape.mode)
+            .format(shape.format)
+            .enable_lsn(true)
+            .sync_thread(shape.system == System::Hyperlog),
+    )?;
     let before = p.context().stats().syncs;
     let d = match shape.driver {
         Driver::Threads => drive(&mut p, shape.producers, s.run, &text, true)?,
@@ -399,6 +416,18 @@ fn shapes_with(rocksdb: bool) -> Vec<Shape> {
                     producers,
                     driver: Driver::Tasks,
                 });
+            }
+            if size == 100 && producers >= 64 {
+                for driver in [Driver::Threads, Driver::Tasks] {
+                    v.push(Shape {
+                        system: System::HyperlogWriterSync,
+                        mode: DurabilityMode::FsyncBatch,
+                        format: LogFormat::Binary,
+                        size,
+                        producers,
+                        driver,
+                    });
+                }
             }
             let rocks =
                 rocksdb && size == ROCKSDB_VALUE_BYTES && ROCKSDB_PRODUCERS.contains(&producers);
@@ -619,6 +648,32 @@ pub fn run(s: &Settings) -> Result<Section, String> {
                 ) else {
                     continue;
                 };
+                if let Some(w) = find(
+                    System::HyperlogWriterSync,
+                    DurabilityMode::FsyncBatch,
+                    LogFormat::Binary,
+                    size,
+                    producers,
+                    driver,
+                ) {
+                    ratios.push(Ratio {
+                        what: format!(
+                            "FsyncBatch binary {} x{producers} ({dname}): sync thread / writer syncs: throughput",
+                            size_name(size)
+                        ),
+                        value: ratio(h.rate(), w.rate()),
+                    });
+                    ratios.push(Ratio {
+                        what: format!(
+                            "FsyncBatch binary {} x{producers} ({dname}): sync thread / writer syncs: p99 latency",
+                            size_name(size)
+                        ),
+                        value: ratio(
+                            quantile_us(&h.latency(), 0.99),
+                            quantile_us(&w.latency(), 0.99),
+                        ),
+                    });
+                }
                 ratios.push(Ratio {
                     what: format!(
                         "FsyncBatch binary {} x{producers} ({dname}) / physical bound ({producers} x bare syncs/s = {} entries/s)",
@@ -784,6 +839,11 @@ fn system_name(shape: &Shape) -> String {
         System::RocksDb => "rocksdb".into(),
         System::Hyperlog => format!(
             "hyperlog {} {}",
+            mode_name(shape.mode),
+            format_name(shape.format)
+        ),
+        System::HyperlogWriterSync => format!(
+            "hyperlog {} {}, writer syncs",
             mode_name(shape.mode),
             format_name(shape.format)
         ),

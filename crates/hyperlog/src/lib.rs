@@ -183,6 +183,7 @@ pub use logger::{Context, Logger, WriterStats};
 pub use lsn::{Lsn, LsnGenerator};
 pub use options::{
     ConsoleStream, ContextOptions, DurabilityMode, ErrorHandler, LEVEL_ENV, RecoveryMode,
+    SYNC_THREAD_ENV,
 };
 pub use reader::{
     EntryIter, EntryStream, RawEntry, RawIter, ReadOptions, ScanSummary, TornTail, get_last_lsn,

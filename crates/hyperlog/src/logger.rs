@@ -239,6 +239,7 @@ impl Logger {
                     batch_max_size: o.batch_max_size,
                     batch_max_bytes: o.batch_max_bytes,
                     batch_timeout: o.batch_timeout,
+                    sync_thread: o.sync_thread,
                     queue_capacity: o.queue_capacity,
                     max_record_size: o.max_record_size,
                     preallocate: o.preallocate_step(),

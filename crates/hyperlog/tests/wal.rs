@@ -285,7 +285,16 @@ fn fsync_batch_with_256_producers_every_ack_is_covered_and_syncs_are_shared() {
     // The pipelined group commit under many waiters: one sync runs while the
     // next groups are written, and every acknowledgement is still covered by
     // a sync that completed before it.
+    // Both ways of syncing: on the writer's thread and on the sync thread.
     with_deadline(180, || {
+        for sync_thread in [false, true] {
+            every_ack_covered_with_256_producers(sync_thread);
+        }
+    });
+}
+
+fn every_ack_covered_with_256_producers(sync_thread: bool) {
+    {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("batch256.wal");
         let fs = FaultFs::new();
@@ -295,7 +304,8 @@ fn fsync_batch_with_256_producers_every_ack_is_covered_and_syncs_are_shared() {
             .context_with_blocking(
                 "batch256",
                 wal_opts(&path, DurabilityMode::FsyncBatch, LogFormat::Binary)
-                    .file_system(fs.handle()),
+                    .file_system(fs.handle())
+                    .sync_thread(sync_thread),
             )
             .unwrap();
         let (producers, per) = (256u32, 12u64);
@@ -305,13 +315,13 @@ fn fsync_batch_with_256_producers_every_ack_is_covered_and_syncs_are_shared() {
         let syncs = fs.syncs();
         assert!(
             syncs * 4 < entries,
-            "{syncs} syncs for {entries} entries from {producers} producers: groups did not form"
+            "sync thread {sync_thread}: {syncs} syncs for {entries} entries from {producers} producers: groups did not form"
         );
         assert_acks_covered(&path, &acks);
         // Every sync covered at least as much as the one before it.
         let history = fs.sync_history(&path);
         assert!(history.windows(2).all(|w| w[0] <= w[1]), "{history:?}");
-    });
+    }
 }
 
 #[test]

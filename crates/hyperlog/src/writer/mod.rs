@@ -96,6 +96,8 @@ pub(crate) struct WriterConfig {
     pub batch_max_size: usize,
     pub batch_max_bytes: usize,
     pub batch_timeout: Duration,
+    /// `FsyncBatch` syncs on a thread of its own (pipelined group commit).
+    pub sync_thread: bool,
     pub queue_capacity: usize,
     pub max_record_size: u64,
     pub preallocate: u64,

@@ -173,7 +173,9 @@ impl Writer {
         // thread waits for companions instead).
         let pipeline = match &sink {
             Sink::File { file, .. }
-                if cfg.durability == DurabilityMode::FsyncBatch && file.syncer().is_some() =>
+                if cfg.durability == DurabilityMode::FsyncBatch
+                    && cfg.sync_thread
+                    && file.syncer().is_some() =>
             {
                 Some(super::pipeline::SyncStage::start(
                     shared.clone(),
