@@ -1,5 +1,5 @@
 //! The benchmark harness: `cargo run --release -p hyperlog-bench --
-//! <flush|durable|readback|retention|python|raft|all> [--quick]` (`raft`,
+//! <flush|durable|readback|retention|python|raft|all|charts> [--quick]` (`raft`,
 //! the 3-node openraft cluster, is not part of `all`).
 //!
 //! Every scenario prints a Markdown table to stdout (progress goes to
@@ -67,6 +67,9 @@ struct Cli {
     /// `fast-log-child` only: the log file.
     #[arg(long, hide = true)]
     child_file: Option<PathBuf>,
+    /// For `charts`: the `bench-results.json` to draw from.
+    #[arg(long)]
+    from: Option<PathBuf>,
 }
 
 /// The scenarios.
@@ -94,6 +97,9 @@ enum Scenario {
     /// prints the run's figures as one JSON line.
     #[value(hide = true)]
     FastLogChild,
+    /// Draws the charts again from a `bench-results.json` (`--from`) into
+    /// `--out-dir`, without running anything.
+    Charts,
 }
 
 /// A scenario's entry point.
@@ -174,6 +180,9 @@ fn main() -> ExitCode {
             }
         };
     }
+    if cli.scenario == Scenario::Charts {
+        return redraw(&cli);
+    }
     if let Some(bin) = cli.rocksdb_bin.clone() {
         durable::set_rocksdb_bin(bin);
     }
@@ -217,7 +226,7 @@ fn main() -> ExitCode {
         Scenario::Durable => vec![("durable", durable::run)],
         Scenario::Readback => vec![("readback", readback::run)],
         Scenario::Retention => vec![("retention", retention::run)],
-        Scenario::Python | Scenario::FastLogChild => vec![],
+        Scenario::Python | Scenario::FastLogChild | Scenario::Charts => vec![],
         Scenario::Raft => vec![("raft", raft::run)],
         Scenario::All => vec![
             ("flush", flush::run),
@@ -347,4 +356,33 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `charts --from FILE`: the charts of a finished run, drawn again.
+fn redraw(cli: &Cli) -> ExitCode {
+    let Some(from) = cli.from.as_deref() else {
+        eprintln!("charts needs --from <bench-results.json>");
+        return ExitCode::from(2);
+    };
+    let sections = std::fs::read_to_string(from)
+        .map_err(|e| format!("read {}: {e}", from.display()))
+        .and_then(|text| {
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", from.display()))?;
+            serde_json::from_value::<Vec<Section>>(v["sections"].clone())
+                .map_err(|e| format!("{}: sections: {e}", from.display()))
+        });
+    let out_dir = cli.out_dir.clone().unwrap_or_else(target_dir);
+    match sections.and_then(|s| charts::write_all(&s, &out_dir)) {
+        Ok(files) => {
+            for f in files {
+                eprintln!("wrote {}", f.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("charts: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,9 +1,9 @@
 //! Results: Markdown tables for people, JSON for tools.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One scenario's results.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Section {
     /// Short name (`flush`, `durable`, `readback`).
     pub name: String,
@@ -21,7 +21,7 @@ pub struct Section {
 }
 
 /// A table of already formatted cells.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Table {
     /// Column headings.
     pub headers: Vec<String>,
@@ -30,7 +30,7 @@ pub struct Table {
 }
 
 /// A ratio between two measured figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Ratio {
     /// What is divided by what.
     pub what: String,
