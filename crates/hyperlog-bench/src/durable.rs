@@ -282,6 +282,20 @@ impl Agg {
     fn rate(&self) -> f64 {
         self.med(|x| x.drive.rate())
     }
+    /// Pushes `what: throughput` and `what: p99 latency`, `self` over `base`.
+    fn push_ratios(&self, base: &Agg, what: &str, ratios: &mut Vec<Ratio>) {
+        ratios.push(Ratio {
+            what: format!("{what}: throughput"),
+            value: ratio(self.rate(), base.rate()),
+        });
+        ratios.push(Ratio {
+            what: format!("{what}: p99 latency"),
+            value: ratio(
+                quantile_us(&self.latency(), 0.99),
+                quantile_us(&base.latency(), 0.99),
+            ),
+        });
+    }
     fn latency(&self) -> Histogram<u64> {
         let mut h = latency_histogram();
         for s in &self.samples {
@@ -656,23 +670,11 @@ pub fn run(s: &Settings) -> Result<Section, String> {
                     producers,
                     driver,
                 ) {
-                    ratios.push(Ratio {
-                        what: format!(
-                            "FsyncBatch binary {} x{producers} ({dname}): sync thread / writer syncs (default): throughput",
-                            size_name(size)
-                        ),
-                        value: ratio(w.rate(), h.rate()),
-                    });
-                    ratios.push(Ratio {
-                        what: format!(
-                            "FsyncBatch binary {} x{producers} ({dname}): sync thread / writer syncs (default): p99 latency",
-                            size_name(size)
-                        ),
-                        value: ratio(
-                            quantile_us(&w.latency(), 0.99),
-                            quantile_us(&h.latency(), 0.99),
-                        ),
-                    });
+                    let what = format!(
+                        "FsyncBatch binary {} x{producers} ({dname}): sync thread / writer syncs (default)",
+                        size_name(size)
+                    );
+                    w.push_ratios(h, &what, &mut ratios);
                 }
                 ratios.push(Ratio {
                     what: format!(
@@ -692,17 +694,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
                             "FsyncBatch binary {} x{producers} ({dname}) / {pname} (threads)",
                             size_name(size)
                         );
-                        ratios.push(Ratio {
-                            what: format!("{what}: throughput"),
-                            value: ratio(h.rate(), p.rate()),
-                        });
-                        ratios.push(Ratio {
-                            what: format!("{what}: p99 latency"),
-                            value: ratio(
-                                quantile_us(&h.latency(), 0.99),
-                                quantile_us(&p.latency(), 0.99),
-                            ),
-                        });
+                        h.push_ratios(p, &what, &mut ratios);
                     }
                 }
             }
@@ -771,17 +763,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             "Fsync binary {} x1 / rocksdb (sync puts), 1 thread",
             size_name(ROCKSDB_VALUE_BYTES)
         );
-        ratios.push(Ratio {
-            what: format!("{what}: throughput"),
-            value: ratio(h.rate(), p.rate()),
-        });
-        ratios.push(Ratio {
-            what: format!("{what}: p99 latency"),
-            value: ratio(
-                quantile_us(&h.latency(), 0.99),
-                quantile_us(&p.latency(), 0.99),
-            ),
-        });
+        h.push_ratios(p, &what, &mut ratios);
     }
     for size in SIZES {
         for format in FORMATS {

@@ -198,16 +198,13 @@ fn spawn_named<T: Send + 'static>(
 // 1. Durability: acknowledgements are covered by completed syncs
 // ---------------------------------------------------------------------------
 
+/// Acknowledgements `(producer, seq, lsn, synced_len_at_ack)`.
+type Acks = Vec<(u32, u64, Lsn, u64)>;
+
 /// Logs from `producers` threads (`per` entries each) and records, after each
 /// acknowledgement, the synced length the file system reports. Returns the
 /// acknowledgements `(producer, seq, lsn, synced_len_at_ack)`.
-fn produce_and_record(
-    ctx: &Context,
-    fs: &FaultFs,
-    path: &Path,
-    producers: u32,
-    per: u64,
-) -> Vec<(u32, u64, Lsn, u64)> {
+fn produce_and_record(ctx: &Context, fs: &FaultFs, path: &Path, producers: u32, per: u64) -> Acks {
     let acks = Arc::new(Mutex::new(Vec::new()));
     let handles: Vec<_> = (0..producers)
         .map(|p| {
@@ -251,25 +248,40 @@ fn assert_acks_covered(path: &Path, acks: &[(u32, u64, Lsn, u64)]) {
     }
 }
 
+/// One `FsyncBatch` run through the fault file system, `delay` per sync:
+/// `producers` threads log `per` entries each, recording the synced length
+/// at every acknowledgement; `sync_thread` as given, else the default.
+/// Returns the directory (kept alive), the log's path, the file system and
+/// the acknowledgements.
+fn group_commit_run(
+    producers: u32,
+    per: u64,
+    delay: Duration,
+    sync_thread: Option<bool>,
+) -> (tempfile::TempDir, PathBuf, FaultFs, Acks) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("batch.wal");
+    let fs = FaultFs::new();
+    fs.sync_delay(delay);
+    let logger = Logger::new();
+    let mut opts =
+        wal_opts(&path, DurabilityMode::FsyncBatch, LogFormat::Binary).file_system(fs.handle());
+    if let Some(on) = sync_thread {
+        opts = opts.sync_thread(on);
+    }
+    let ctx = logger.context_with_blocking("batch", opts).unwrap();
+    let acks = produce_and_record(&ctx, &fs, &path, producers, per);
+    ctx.close_blocking().unwrap();
+    (dir, path, fs, acks)
+}
+
 #[test]
 fn fsync_batch_every_ack_is_covered_by_a_completed_sync_and_groups_form() {
     with_deadline(120, || {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("batch.wal");
-        let fs = FaultFs::new();
         // A slow disk, so that producers pile up behind each sync.
-        fs.sync_delay(Duration::from_millis(2));
-        let logger = Logger::new();
-        let ctx = logger
-            .context_with_blocking(
-                "batch",
-                wal_opts(&path, DurabilityMode::FsyncBatch, LogFormat::Binary)
-                    .file_system(fs.handle()),
-            )
-            .unwrap();
         let (producers, per) = (16u32, 40u64);
-        let acks = produce_and_record(&ctx, &fs, &path, producers, per);
-        ctx.close_blocking().unwrap();
+        let (_dir, path, fs, acks) =
+            group_commit_run(producers, per, Duration::from_millis(2), None);
         let entries = u64::from(producers) * per;
         let syncs = fs.syncs();
         assert!(
@@ -282,46 +294,27 @@ fn fsync_batch_every_ack_is_covered_by_a_completed_sync_and_groups_form() {
 
 #[test]
 fn fsync_batch_with_256_producers_every_ack_is_covered_and_syncs_are_shared() {
-    // The pipelined group commit under many waiters: one sync runs while the
-    // next groups are written, and every acknowledgement is still covered by
-    // a sync that completed before it.
-    // Both ways of syncing: on the writer's thread and on the sync thread.
+    // Many waiters, both ways of syncing: on the writer's thread, and on the
+    // sync thread (the pipelined group commit: one sync runs while the next
+    // groups are written). Every acknowledgement is still covered by a sync
+    // that completed before it.
     with_deadline(180, || {
         for sync_thread in [false, true] {
-            every_ack_covered_with_256_producers(sync_thread);
+            let (producers, per) = (256u32, 12u64);
+            let (_dir, path, fs, acks) =
+                group_commit_run(producers, per, Duration::from_millis(1), Some(sync_thread));
+            let entries = u64::from(producers) * per;
+            let syncs = fs.syncs();
+            assert!(
+                syncs * 4 < entries,
+                "sync thread {sync_thread}: {syncs} syncs for {entries} entries from {producers} producers: groups did not form"
+            );
+            assert_acks_covered(&path, &acks);
+            // Every sync covered at least as much as the one before it.
+            let history = fs.sync_history(&path);
+            assert!(history.windows(2).all(|w| w[0] <= w[1]), "{history:?}");
         }
     });
-}
-
-fn every_ack_covered_with_256_producers(sync_thread: bool) {
-    {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("batch256.wal");
-        let fs = FaultFs::new();
-        fs.sync_delay(Duration::from_millis(1));
-        let logger = Logger::new();
-        let ctx = logger
-            .context_with_blocking(
-                "batch256",
-                wal_opts(&path, DurabilityMode::FsyncBatch, LogFormat::Binary)
-                    .file_system(fs.handle())
-                    .sync_thread(sync_thread),
-            )
-            .unwrap();
-        let (producers, per) = (256u32, 12u64);
-        let acks = produce_and_record(&ctx, &fs, &path, producers, per);
-        ctx.close_blocking().unwrap();
-        let entries = u64::from(producers) * per;
-        let syncs = fs.syncs();
-        assert!(
-            syncs * 4 < entries,
-            "sync thread {sync_thread}: {syncs} syncs for {entries} entries from {producers} producers: groups did not form"
-        );
-        assert_acks_covered(&path, &acks);
-        // Every sync covered at least as much as the one before it.
-        let history = fs.sync_history(&path);
-        assert!(history.windows(2).all(|w| w[0] <= w[1]), "{history:?}");
-    }
 }
 
 #[test]

@@ -187,21 +187,23 @@ impl Writer {
                 // before it: durable as the mode defines.
                 if let Some(stage) = self.pipeline.as_ref() {
                     // Written: the sync stage syncs and acknowledges it.
-                    if !stage.attached()
-                        && let Sink::File { path, file, .. } = &self.sink
-                    {
-                        match file.syncer() {
-                            Some(f) => stage.attach(path.clone(), f),
-                            // This file cannot be synced from another thread
-                            // (the stage is drained, so nothing else syncs).
-                            None => return self.sync_here(group_last),
-                        }
+                    let sink = &self.sink;
+                    let handed = stage.hand_over(
+                        super::pipeline::Handover {
+                            acks: &mut self.acks,
+                            last: group_last,
+                            records: records as usize,
+                        },
+                        || match sink {
+                            Sink::File { path, file, .. } => Some((path.clone(), file.syncer()?)),
+                            Sink::Console(_) => None,
+                        },
+                    );
+                    if !handed {
+                        // This file cannot be synced from another thread
+                        // (the stage is drained, so nothing else syncs).
+                        self.sync_here(group_last);
                     }
-                    stage.hand_over(super::pipeline::Handover {
-                        acks: &mut self.acks,
-                        last: group_last,
-                        records: records as usize,
-                    });
                     return;
                 }
                 if let Some(l) = group_last {

@@ -125,22 +125,24 @@ impl SyncStage {
         })
     }
 
-    /// Whether the stage holds a handle on the live file.
-    pub fn attached(&self) -> bool {
-        lock(&self.inner.state).attached
-    }
-
-    /// Gives the stage its handle on the live file (after a drain).
-    pub fn attach(&self, path: PathBuf, file: Box<dyn FileSyncer>) {
-        let mut st = lock(&self.inner.state);
-        st.file = Some((path, file));
-        st.attached = true;
-    }
-
     /// Hands over a written group: it is acknowledged after the next sync,
-    /// run by the sync thread, or here when the producer is alone.
-    pub fn hand_over(&self, group: Handover<'_>) {
+    /// run by the sync thread, or here when the producer is alone. After a
+    /// drain the stage first takes a handle on the live file from `attach`;
+    /// when there is none (the file cannot be synced from another thread)
+    /// nothing is handed over and this returns false: the caller syncs.
+    pub fn hand_over(
+        &self,
+        group: Handover<'_>,
+        attach: impl FnOnce() -> Option<(PathBuf, Box<dyn FileSyncer>)>,
+    ) -> bool {
         let mut st = lock(&self.inner.state);
+        if !st.attached {
+            let Some(file) = attach() else {
+                return false;
+            };
+            st.file = Some(file);
+            st.attached = true;
+        }
         let alone = !st.busy && st.records == 0 && st.pending.is_empty() && st.group.caught_up(1);
         st.pending.append(group.acks);
         st.last = group.last.or(st.last);
@@ -150,6 +152,7 @@ impl SyncStage {
         } else {
             self.inner.work.notify_one();
         }
+        true
     }
 
     /// Waits until every group handed over is synced and acknowledged, and
