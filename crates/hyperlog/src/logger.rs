@@ -560,6 +560,7 @@ impl Context {
                 ack,
                 lsn: Some(lsn),
                 gap: allow_gap && i == 0,
+                more: i + 1 < n,
                 ..req
             }));
         }
@@ -884,6 +885,7 @@ impl Context {
                 ack: ack.map(Ack::Wait),
                 lsn: None,
                 gap: false,
+                more: false,
             }),
             rx,
         ))

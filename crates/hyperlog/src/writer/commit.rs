@@ -92,6 +92,7 @@ impl Writer {
             ack,
             lsn: chosen,
             gap,
+            more: _,
         } in group.drain(..)
         {
             match &self.sink {

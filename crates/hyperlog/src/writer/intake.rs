@@ -6,7 +6,10 @@
 //! its own entry ([`WriterHandle::lead`]: flat combining, which spares a lone
 //! producer the hand-off to another thread). A group gathers records only; a
 //! control request (`Flush`, `Close`, `Truncate`) ends it and is handled once
-//! the group is committed, so it covers everything queued before it. The writer
+//! the group is committed, so it covers everything queued before it. The
+//! writer thread gathers a batch ([`crate::Context::append_batch`]) whole,
+//! waiting for its records past the group limits, so that a batch shares one
+//! write and one sync. The writer
 //! thread receives outside the writer's lock (it may park there), so a request
 //! it has received must not be overtaken. That matters only for producers that
 //! wait for nothing (`None` mode), which may have many entries in flight: there
@@ -219,16 +222,34 @@ impl Writer {
         let mut group = Vec::new();
         let mut bytes = 0usize;
         let mut control = None;
+        // The last record gathered has the rest of its batch on its way.
+        let mut more = false;
         match first {
             Request::Record(q) => {
                 bytes += q.bytes.len();
+                more = q.more;
                 group.push(q);
             }
             other => control = Some(other),
         }
         if let Some(rx) = self.rx.clone() {
             let started = Instant::now();
-            while control.is_none() && !self.group.is_full(group.len(), bytes) {
+            while control.is_none() && (more || !self.group.is_full(group.len(), bytes)) {
+                if more {
+                    // A batch is written whole: its sender is sending the
+                    // rest now.
+                    match rx.recv() {
+                        Ok(Request::Record(q)) => {
+                            bytes += q.bytes.len();
+                            more = q.more;
+                            group.push(q);
+                        }
+                        Ok(Request::Wake) => {}
+                        Ok(other) => control = Some(other),
+                        Err(_) => break,
+                    }
+                    continue;
+                }
                 let next = match rx.try_recv() {
                     Ok(r) => r,
                     Err(flume::TryRecvError::Disconnected) => break,
@@ -251,6 +272,7 @@ impl Writer {
                 match next {
                     Request::Record(q) => {
                         bytes += q.bytes.len();
+                        more = q.more;
                         group.push(q);
                     }
                     Request::Wake => {}

@@ -94,6 +94,11 @@ pub(crate) struct Queued {
     pub lsn: Option<Lsn>,
     /// The caller allows `lsn` to jump above the last one.
     pub gap: bool,
+    /// More records of the same batch follow this one
+    /// ([`Context::append_batch`](crate::Context::append_batch)): the writer
+    /// thread keeps gathering until the batch is whole, so that it is written
+    /// (and synced) as one group.
+    pub more: bool,
 }
 
 /// Where the outcome of opening (and recovering) a file arrives.
