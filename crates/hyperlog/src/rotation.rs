@@ -254,6 +254,13 @@ impl Background {
         index: Option<Vec<(u64, u64)>>,
     ) -> Result<(), Error> {
         let fs = &*self.archives.fs;
+        // Pruning runs on this thread too, behind the writer: when it lags
+        // several rotations, a prune can delete a sealed segment whose job
+        // has not run yet. Its index would be an orphan, its trim wasted.
+        // (The writer's own deletions wait for this thread to be idle.)
+        if !fs.exists(sealed) {
+            return Ok(());
+        }
         if let Some(points) = index {
             // Best effort: without it, readers scan the segment.
             let idx = crate::segments::index_path(sealed);

@@ -1,9 +1,12 @@
 //! Segmented write-ahead logs: rotation into sealed segments, reading
 //! across them, seeking by LSN, `truncate_before`, and damage to the chain.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use common::std_fs_methods;
 use hyperlog::retention::RetentionPolicy;
 use hyperlog::segments::{list_segments, segment_path};
 use hyperlog::{
@@ -411,6 +414,55 @@ fn pruning_wal_segments_needs_the_opt_in_and_keeps_a_contiguous_newest_suffix() 
         .filter(|e| e.as_ref().unwrap().path().extension() == Some("idx".as_ref()))
         .count();
     assert!(idx <= 2, "{idx} index files for 2 segments");
+}
+
+/// The real disk, except that writing a segment's sparse index takes 200 ms:
+/// the background thread that finishes sealed segments falls several
+/// rotations behind the writer.
+#[derive(Debug, Clone, Copy)]
+struct SlowIndexes;
+
+impl hyperlog::fs::FileSystem for SlowIndexes {
+    std_fs_methods!(basics, open_append);
+    fn write_new(&self, path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
+        if path.extension() == Some("idx".as_ref()) {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        hyperlog::fs::StdFs.write_new(path, data, mode)
+    }
+}
+
+/// Pruning that runs while later sealed segments still wait for their
+/// index deletes them too; their index, written afterwards, must not stay
+/// behind (a CI run once found 8 index files beside 2 segments).
+#[test]
+fn pruning_ahead_of_the_index_writer_leaves_no_orphan_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.wal");
+    let mut policy = RetentionPolicy::new().max_size(2048).max_archives(2);
+    policy.delete_wal_segments = true;
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking(
+            "wal",
+            options(&path, LogFormat::Json)
+                .retention_policy(policy)
+                .file_system(std::sync::Arc::new(SlowIndexes)),
+        )
+        .unwrap();
+    for n in 0..300 {
+        ctx.log_blocking(Cmd {
+            level: LogLevel::Info,
+            message: Some(format!("command {n:05}")),
+            n,
+        })
+        .unwrap();
+    }
+    logger.close_blocking().unwrap();
+    let segments = list_segments(&hyperlog::fs::StdFs, &path);
+    assert_eq!(segments.len(), 2, "{segments:?}");
+    let orphans = hyperlog::segments::orphan_indexes(&hyperlog::fs::StdFs, &path).unwrap();
+    assert!(orphans.is_empty(), "{orphans:?}");
 }
 
 #[test]
