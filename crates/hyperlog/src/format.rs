@@ -57,7 +57,7 @@ impl std::str::FromStr for LogFormat {
 
 /// Writes the envelope of a Log up to and including `"lsn":`, stamped with
 /// the current UTC time.
-pub(crate) fn encode_envelope<E: Serialize + ?Sized>(
+pub(crate) fn encode_envelope<E: crate::Entry + ?Sized>(
     entry: &E,
     site: &CallSite,
     thread_id: u64,
@@ -70,17 +70,17 @@ pub(crate) fn encode_envelope<E: Serialize + ?Sized>(
         thread_id,
         timestamp: None,
     };
-    write_envelope(entry, &meta, out)
+    write_envelope(|out| entry.write_json(out), &meta, out)
 }
 
 /// Writes a compact envelope up to and including `"lsn":`: the entry
 /// alone, without call-site metadata (`ContextOptions::compact`).
-pub(crate) fn encode_compact_envelope<E: Serialize + ?Sized>(
+pub(crate) fn encode_compact_envelope<E: crate::Entry + ?Sized>(
     entry: &E,
     out: &mut Vec<u8>,
 ) -> serde_json::Result<()> {
     out.extend_from_slice(b"{\"entry\":");
-    serde_json::to_writer(&mut *out, entry)?;
+    entry.write_json(out)?;
     out.extend_from_slice(b",\"lsn\":");
     Ok(())
 }
@@ -100,18 +100,19 @@ struct Meta<'a> {
     timestamp: Option<&'a str>,
 }
 
-/// The envelope writer shared by the log path and [`encode_log`].
-fn write_envelope<E: Serialize + ?Sized>(
-    entry: &E,
+/// The envelope writer shared by the log path and [`encode_log`]: the
+/// entry's JSON comes from `entry`, which appends it to `out`.
+fn write_envelope(
+    entry: impl FnOnce(&mut Vec<u8>) -> serde_json::Result<()>,
     meta: &Meta<'_>,
     out: &mut Vec<u8>,
 ) -> serde_json::Result<()> {
     out.extend_from_slice(b"{\"entry\":");
-    serde_json::to_writer(&mut *out, entry)?;
+    entry(out)?;
     out.extend_from_slice(b",\"filename\":");
-    serde_json::to_writer(&mut *out, meta.file)?;
+    write_json_str(out, meta.file);
     out.extend_from_slice(b",\"function_name\":");
-    serde_json::to_writer(&mut *out, meta.function)?;
+    write_json_str(out, meta.function);
     out.extend_from_slice(b",\"line_number\":");
     out.extend_from_slice(itoa::Buffer::new().format(meta.line).as_bytes());
     out.extend_from_slice(b",\"thread_id\":");
@@ -123,10 +124,42 @@ fn write_envelope<E: Serialize + ?Sized>(
             crate::entry::write_timestamp(out);
             out.push(b'"');
         }
-        Some(t) => serde_json::to_writer(&mut *out, t)?,
+        Some(t) => write_json_str(out, t),
     }
     out.extend_from_slice(b",\"lsn\":");
     Ok(())
+}
+
+/// Appends `s` to `out` as a JSON string: exactly the bytes
+/// `serde_json::to_writer(out, s)` writes. A string with nothing to escape
+/// (no `"`, `\\` or control character) is copied as it is, checked 16 bytes
+/// at a time; any other goes through serde_json.
+///
+/// ```
+/// let mut out = Vec::new();
+/// hyperlog::format::write_json_str(&mut out, "a \"b\"\n");
+/// assert_eq!(out, serde_json::to_vec("a \"b\"\n").unwrap());
+/// ```
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    // Without a short-circuit inside a chunk, so that the check compiles to
+    // vector compares.
+    fn plain(chunk: &[u8]) -> bool {
+        chunk
+            .iter()
+            .fold(true, |ok, &b| ok & (b >= 0x20 && b != b'"' && b != b'\\'))
+    }
+    let bytes = s.as_bytes();
+    let mut chunks = bytes.chunks_exact(16);
+    let clean = chunks.all(plain) && plain(chunks.remainder());
+    if clean {
+        out.reserve(bytes.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+    } else {
+        // Writing to a Vec cannot fail, and a &str always serializes.
+        let _ = serde_json::to_writer(&mut *out, s);
+    }
 }
 
 /// Encodes a complete [`Log`](crate::Log) as one record of `format`, exactly
@@ -158,7 +191,11 @@ pub fn encode_log<T: Serialize>(
         thread_id: log.thread_id.unwrap_or_default(),
         timestamp: Some(log.timestamp.as_deref().unwrap_or_default()),
     };
-    write_envelope(&log.entry, &meta, &mut env)?;
+    write_envelope(
+        |out| serde_json::to_writer(out, &log.entry),
+        &meta,
+        &mut env,
+    )?;
     finish_record(format, &env, log.lsn, out);
     Ok(())
 }
@@ -586,5 +623,54 @@ mod tests {
         assert!(!plausible_start(b"#!/bin/sh\necho hi\n", max));
         assert!(is_zstd(&[0x28, 0xB5, 0x2F, 0xFD, 0]));
         assert!(!is_zstd(&[0x28, 0xB5, 0x2F]));
+    }
+
+    mod hand_written_json {
+        use proptest::prelude::*;
+
+        use crate::{Entry, LogLevel, Message};
+
+        /// Strings rich in what JSON escapes: quotes, backslashes, every
+        /// control character, DEL and non-ASCII, at any length around the
+        /// 16-byte chunks.
+        fn tricky() -> impl Strategy<Value = String> {
+            proptest::collection::vec(
+                prop_oneof![
+                    Just('"'),
+                    Just('\\'),
+                    Just('\u{7f}'),
+                    Just('é'),
+                    Just('😀'),
+                    (0u8..0x20).prop_map(char::from),
+                    (0x20u8..0x7f).prop_map(char::from),
+                    any::<char>(),
+                ],
+                0..70,
+            )
+            .prop_map(|v| v.into_iter().collect())
+        }
+
+        proptest! {
+            #[test]
+            fn strings_are_written_as_serde_json_writes_them(s in tricky()) {
+                let mut out = b"x".to_vec();
+                super::write_json_str(&mut out, &s);
+                let mut want = b"x".to_vec();
+                serde_json::to_writer(&mut want, &s).unwrap();
+                prop_assert_eq!(out, want);
+            }
+
+            #[test]
+            fn a_message_is_written_as_serde_writes_it(
+                message in proptest::option::of(tricky()),
+                tags in proptest::collection::btree_set(tricky(), 0..4),
+                level in proptest::sample::select(LogLevel::ALL.to_vec()),
+            ) {
+                let m = Message { message, tags, level };
+                let mut out = Vec::new();
+                m.write_json(&mut out).unwrap();
+                prop_assert_eq!(out, serde_json::to_vec(&m).unwrap());
+            }
+        }
     }
 }

@@ -787,7 +787,7 @@ impl Context {
         self.prepare_with_level(entry, entry.level(), site)
     }
 
-    fn prepare_with_level<E: serde::Serialize + ?Sized>(
+    fn prepare_with_level<E: Entry + ?Sized>(
         &self,
         entry: &E,
         level: LogLevel,
