@@ -111,12 +111,11 @@ impl Writer {
     pub(super) fn finish(&mut self, quiet: bool) -> Result<(), Error> {
         let mut group = Vec::new();
         let mut waiting = Vec::new();
-        for r in self
-            .rx
-            .as_ref()
-            .map(|rx| rx.drain().collect::<Vec<_>>())
-            .unwrap_or_default()
-        {
+        let queued: Vec<Request> = std::mem::take(&mut self.backlog)
+            .into_iter()
+            .chain(self.rx.as_ref().map(|rx| rx.drain()).into_iter().flatten())
+            .collect();
+        for r in queued {
             match r {
                 Request::Record(q) => group.push(q),
                 Request::Flush { ack, .. } | Request::Close { ack } => waiting.push(ack),

@@ -215,10 +215,53 @@ fn recv_next(
 }
 
 impl Writer {
+    /// The next request already queued, if any (`Err` once every producer
+    /// is gone). A `None` writer takes the whole queue off the channel at
+    /// once into `backlog`: one lock of the channel per batch instead of one
+    /// per request, which producers' sends contended with on every entry.
+    /// The backlog is the front of the queue, so it is always taken first,
+    /// and whoever fills it under the writer's lock empties it before
+    /// letting go ([`Writer::handle`], [`Writer::lead`]; a `Close` among it
+    /// hands the rest to `finish`), so queue order stays file order.
+    /// Durable writers take one request at a time: their group policy
+    /// weighs what is still in the channel.
+    fn next_queued(&mut self) -> Result<Option<Request>, flume::RecvError> {
+        if let Some(r) = self.backlog.pop_front() {
+            return Ok(Some(r));
+        }
+        let Some(rx) = self.rx.as_ref() else {
+            return Err(flume::RecvError::Disconnected);
+        };
+        if self.durability == DurabilityMode::None {
+            self.backlog.extend(rx.drain());
+            if let Some(r) = self.backlog.pop_front() {
+                return Ok(Some(r));
+            }
+        }
+        match rx.try_recv() {
+            Ok(r) => Ok(Some(r)),
+            Err(flume::TryRecvError::Empty) => Ok(None),
+            Err(flume::TryRecvError::Disconnected) => Err(flume::RecvError::Disconnected),
+        }
+    }
+
+    /// Handles `first`, then, group by group, whatever [`Writer::next_queued`]
+    /// took off the queue with it. Returns true when it closed the writer.
+    fn handle(&mut self, first: Request) -> bool {
+        let mut next = Some(first);
+        while let Some(first) = next {
+            if self.handle_group(first) {
+                return true;
+            }
+            next = self.backlog.pop_front();
+        }
+        false
+    }
+
     /// Takes `first` and whatever the group policy lets it gather from the
     /// queue, commits the group, and handles a control request that ended
     /// it. Returns true when it closed the writer.
-    fn handle(&mut self, first: Request) -> bool {
+    fn handle_group(&mut self, first: Request) -> bool {
         let mut group = Vec::new();
         let mut bytes = 0usize;
         let mut control = None;
@@ -235,25 +278,16 @@ impl Writer {
         if let Some(rx) = self.rx.clone() {
             let started = Instant::now();
             while control.is_none() && (more || !self.group.is_full(group.len(), bytes)) {
-                if more {
+                let next = match self.next_queued() {
+                    Ok(Some(r)) => r,
+                    Err(_) => break,
                     // A batch is written whole: its sender is sending the
                     // rest now.
-                    match rx.recv() {
-                        Ok(Request::Record(q)) => {
-                            bytes += q.bytes.len();
-                            more = q.more;
-                            group.push(q);
-                        }
-                        Ok(Request::Wake) => {}
-                        Ok(other) => control = Some(other),
+                    Ok(None) if more => match rx.recv() {
+                        Ok(r) => r,
                         Err(_) => break,
-                    }
-                    continue;
-                }
-                let next = match rx.try_recv() {
-                    Ok(r) => r,
-                    Err(flume::TryRecvError::Disconnected) => break,
-                    Err(flume::TryRecvError::Empty) => {
+                    },
+                    Ok(None) => {
                         let Some(budget) = self.group.wait_budget(group.len(), bytes) else {
                             break;
                         };
@@ -289,32 +323,28 @@ impl Writer {
     /// A blocking caller's group: everything queued ahead of `own` (in
     /// order, in groups within the limits), then `own`. Returns true when a
     /// queued `Close` closed the writer (`own` is then refused).
-    fn lead(&mut self, first: Option<Request>, own: Request) -> bool {
+    fn lead(&mut self, mut first: Option<Request>, own: Request) -> bool {
         let mut group = Vec::new();
         let mut bytes = 0usize;
-        let rx = self.rx.clone();
-        {
-            let queued = std::iter::from_fn(|| rx.as_ref()?.try_recv().ok());
-            for r in first.into_iter().chain(queued) {
-                match r {
-                    Request::Record(q) => {
-                        bytes += q.bytes.len();
-                        group.push(q);
-                        if self.group.is_full(group.len(), bytes) {
-                            self.commit(&mut group);
-                            bytes = 0;
-                        }
+        while let Some(r) = first.take().or_else(|| self.next_queued().ok().flatten()) {
+            match r {
+                Request::Record(q) => {
+                    bytes += q.bytes.len();
+                    group.push(q);
+                    if self.group.is_full(group.len(), bytes) {
+                        self.commit(&mut group);
+                        bytes = 0;
                     }
-                    Request::Wake => {}
-                    control => {
-                        if !group.is_empty() {
-                            self.commit(&mut group);
-                            bytes = 0;
-                        }
-                        if self.control(control) {
-                            self.refuse(own);
-                            return true;
-                        }
+                }
+                Request::Wake => {}
+                control => {
+                    if !group.is_empty() {
+                        self.commit(&mut group);
+                        bytes = 0;
+                    }
+                    if self.control(control) {
+                        self.refuse(own);
+                        return true;
                     }
                 }
             }

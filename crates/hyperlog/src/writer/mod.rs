@@ -135,6 +135,10 @@ pub(crate) struct Writer {
     /// The queue, for draining; dropped when the writer finishes so that
     /// later sends fail instead of waiting forever.
     rx: Option<flume::Receiver<Request>>,
+    /// Requests a `None` writer took off the queue in one go and has not yet
+    /// handled: the front of the queue, older than anything still in `rx`.
+    /// Empty whenever the writer's lock is free (see [`Writer::next_queued`]).
+    backlog: std::collections::VecDeque<Request>,
     /// Closed: the file is released.
     finished: bool,
     format: LogFormat,

@@ -190,6 +190,7 @@ impl Writer {
                 sink,
                 shared,
                 rx: Some(rx),
+                backlog: Default::default(),
                 finished: false,
                 format: cfg.format,
                 lsn,

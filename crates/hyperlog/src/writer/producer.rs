@@ -241,7 +241,11 @@ impl WriterHandle {
             waiting: std::sync::atomic::AtomicUsize::new(0),
             in_hand: Mutex::new(None),
             last_group: std::sync::atomic::AtomicUsize::new(0),
-            pool: crossbeam_queue::ArrayQueue::new(1024),
+            // As many as the queue holds: a `None` writer takes the whole queue at
+            // once, and buffers the pool cannot take back are freed on the
+            // writer thread and allocated again on the producer's (glibc's
+            // cross-thread frees contend on the arena lock).
+            pool: crossbeam_queue::ArrayQueue::new(cfg.queue_capacity.clamp(1, 16 * 1024)),
             handler: cfg.handler.clone(),
             durable: Default::default(),
             first_kept: AtomicU64::new(0),
