@@ -198,10 +198,20 @@ fn timed_recovery(f: impl FnOnce() -> Result<u64, String>) -> Result<Recovery, S
     })
 }
 
+/// How hyperlog's recovery reads the entries back.
+#[derive(Clone, Copy)]
+enum Decode {
+    /// `read_entries_blocking::<Message>`: every entry with its whole envelope.
+    Envelope,
+    /// `read_values_blocking::<Message>`: the entry and its LSN only.
+    Values,
+    /// `read_records`: payload bytes, CRC checked, undecoded.
+    Raw,
+}
+
 /// hyperlog's recovery: open the WAL context (its recovery scan: framing,
-/// CRC-32, last LSN), read every entry back with `read_entries_blocking`,
-/// close.
-fn hyperlog_recover(path: &Path, decode: bool) -> Result<u64, String> {
+/// CRC-32, last LSN), read every entry back as `decode` says, close.
+fn hyperlog_recover(path: &Path, decode: Decode) -> Result<u64, String> {
     let h = Hyperlog::open(
         "recover",
         ContextOptions::new()
@@ -211,17 +221,30 @@ fn hyperlog_recover(path: &Path, decode: bool) -> Result<u64, String> {
             .enable_lsn(true),
     )?;
     let mut n = 0u64;
-    if decode {
-        for item in hyperlog::read_entries_blocking::<Message>(path, 0, ReadOptions::default()) {
-            let (_offset, log, _lsn) = item.map_err(|e| format!("read_entries_blocking: {e}"))?;
-            std::hint::black_box(&log);
-            n += 1;
+    match decode {
+        Decode::Envelope => {
+            for item in hyperlog::read_entries_blocking::<Message>(path, 0, ReadOptions::default())
+            {
+                let (_offset, log, _lsn) =
+                    item.map_err(|e| format!("read_entries_blocking: {e}"))?;
+                std::hint::black_box(&log);
+                n += 1;
+            }
         }
-    } else {
-        for item in hyperlog::read_records(path, 0, ReadOptions::default()) {
-            let raw = item.map_err(|e| format!("read_records: {e}"))?;
-            std::hint::black_box(&raw);
-            n += 1;
+        Decode::Values => {
+            for item in hyperlog::read_values_blocking::<Message>(path, 0, ReadOptions::default()) {
+                let (_offset, entry, _lsn) =
+                    item.map_err(|e| format!("read_values_blocking: {e}"))?;
+                std::hint::black_box(&entry);
+                n += 1;
+            }
+        }
+        Decode::Raw => {
+            for item in hyperlog::read_records(path, 0, ReadOptions::default()) {
+                let raw = item.map_err(|e| format!("read_records: {e}"))?;
+                std::hint::black_box(&raw);
+                n += 1;
+            }
         }
     }
     h.close()?;
@@ -276,19 +299,21 @@ pub fn run(s: &Settings) -> Result<Section, String> {
         ));
         peer_bytes.push(bytes);
     }
-    let mut recoveries: Vec<Vec<Recovery>> = vec![Vec::new(); 4];
     let systems = [
         "hyperlog, typed entries",
         "okaywal",
         "raft-engine",
         "hyperlog, raw records",
+        "hyperlog, typed values",
     ];
+    let mut recoveries: Vec<Vec<Recovery>> = vec![Vec::new(); systems.len()];
     for round in 0..s.rounds {
         for (k, name) in systems.iter().enumerate() {
             let k = (k + round) % systems.len();
             let r = match k {
-                0 => timed_recovery(|| hyperlog_recover(&hl_path, true))?,
-                3 => timed_recovery(|| hyperlog_recover(&hl_path, false))?,
+                0 => timed_recovery(|| hyperlog_recover(&hl_path, Decode::Envelope))?,
+                3 => timed_recovery(|| hyperlog_recover(&hl_path, Decode::Raw))?,
+                4 => timed_recovery(|| hyperlog_recover(&hl_path, Decode::Values))?,
                 1 => timed_recovery(|| crate::wal_peers::okaywal_recover(&okay_dir).map(|x| x.0))?,
                 _ => timed_recovery(|| crate::wal_peers::raft_recover(&raft_dir).map(|x| x.0))?,
             };
@@ -410,7 +435,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
         "peak RSS MiB (+growth)",
     ]);
     let mut rdata = Vec::new();
-    let log_bytes = [hl_bytes, peer_bytes[0], peer_bytes[1], hl_bytes];
+    let log_bytes = [hl_bytes, peer_bytes[0], peer_bytes[1], hl_bytes, hl_bytes];
     for (k, name) in systems.iter().enumerate() {
         let rs = &recoveries[k];
         if rs.is_empty() {
@@ -461,6 +486,11 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             2,
         ),
         (
+            "hyperlog typed values / raft-engine: recovery (open + read all) entries/s",
+            4,
+            2,
+        ),
+        (
             "hyperlog raw records / raft-engine: recovery (open + read all) entries/s",
             3,
             2,
@@ -504,7 +534,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             ),
             "MB = 10^6 bytes of file.".into(),
             format!(
-                "Recovery (second table): each system opens its own log and reads every entry back, page cache warm (each log was read once, untimed, after it was written); {} pass(es) each, interleaved, medians. hyperlog: `Logger::context_with_blocking` on the binary WAL (FsyncBatch, LSNs: its recovery scan checks framing, CRC-32 and finds the last LSN), then either `read_entries_blocking::<Message>` decoding every entry with serde (*typed entries*: what an application recovering its state calls) or `read_records` handing back every record's payload bytes, CRC checked, undecoded (*raw records*: what the peers do), then close. okaywal: `Configuration::default_for(dir).checkpoint_after_bytes(u64::MAX).open(manager)`, whose recovery hands every entry to the manager, which reads all its chunks (`read_all_chunks`, CRC checked). raft-engine: `Engine::open` (its recovery reads every file, default 4 recovery threads) then `fetch_entries_to` over every entry, 10,000 at a time.",
+                "Recovery (second table): each system opens its own log and reads every entry back, page cache warm (each log was read once, untimed, after it was written); {} pass(es) each, interleaved, medians. hyperlog: `Logger::context_with_blocking` on the binary WAL (FsyncBatch, LSNs: its recovery scan checks framing, CRC-32 and finds the last LSN), then either `read_entries_blocking::<Message>` decoding every entry and its whole envelope with serde (*typed entries*), `read_values_blocking::<Message>` decoding only each entry and its LSN, the call-site fields parsed but skipped (*typed values*: what an application recovering its state needs), or `read_records` handing back every record's payload bytes, CRC checked, undecoded (*raw records*: what the peers do), then close. okaywal: `Configuration::default_for(dir).checkpoint_after_bytes(u64::MAX).open(manager)`, whose recovery hands every entry to the manager, which reads all its chunks (`read_all_chunks`, CRC checked). raft-engine: `Engine::open` (its recovery reads every file, default 4 recovery threads) then `fetch_entries_to` over every entry, 10,000 at a time.",
                 s.rounds
             ),
             format!(

@@ -315,7 +315,8 @@ fn load_entries<C: RaftTypeConfig>(
         Some(p) => options.from_lsn(Lsn::new(p.saturating_add(1))),
         None => options,
     };
-    for item in hyperlog::read_entries_blocking::<Stored<C::Entry>>(path, 0, options) {
+    // The entries only: the envelope's call-site fields are skipped.
+    for item in hyperlog::read_values_blocking::<Stored<C::Entry>>(path, 0, options) {
         let (offset, stored, lsn) = match item {
             Ok(x) => x,
             // A log never written yet.
@@ -326,7 +327,7 @@ fn load_entries<C: RaftTypeConfig>(
             }
             Err(e) => return Err(io_err(e)),
         };
-        let entry = stored.entry.0;
+        let entry = stored.0;
         let index = entry.index();
         if lsn.map(|l| l.get()) != Some(index) {
             return Err(io::Error::other(format!(

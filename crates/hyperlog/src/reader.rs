@@ -987,21 +987,25 @@ impl<T> EntryIter<T> {
     }
 }
 
-impl<T: DeserializeOwned> Iterator for EntryIter<T> {
-    type Item = Result<ReadItem<T>, Error>;
+/// A record decoded by [`EntryIter::next_decoded`]: its offset, what it
+/// decoded to, and the LSN of its binary header.
+type Decoded<D> = Result<(u64, D, Option<Lsn>), Error>;
 
-    fn next(&mut self) -> Option<Self::Item> {
+impl<T> EntryIter<T> {
+    /// The next record decoded by `decode` (given the payload, its format
+    /// and the LSN of its binary header), with its offset and that LSN.
+    fn next_decoded<D>(
+        &mut self,
+        decode: impl Fn(&[u8], LogFormat, Option<Lsn>) -> serde_json::Result<D>,
+    ) -> Option<Decoded<D>> {
         loop {
             let (r, lsn) = match self.chain.next_record(false)? {
                 Ok(x) => x,
                 Err(e) => return Some(Err(e)),
             };
             let s = self.chain.scanner()?;
-            match serde_json::from_slice::<Log<T>>(s.payload(&r)) {
-                Ok(log) => {
-                    let lsn = lsn.or(log.lsn);
-                    return Some(Ok((r.offset, log, lsn)));
-                }
+            match decode(s.payload(&r), s.format, lsn) {
+                Ok(d) => return Some(Ok((r.offset, d, lsn))),
                 Err(e) => {
                     if s.format == LogFormat::Json {
                         match s.json_line_damage(&r) {
@@ -1022,6 +1026,98 @@ impl<T: DeserializeOwned> Iterator for EntryIter<T> {
             }
         }
     }
+}
+
+impl<T: DeserializeOwned> Iterator for EntryIter<T> {
+    type Item = Result<ReadItem<T>, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_decoded(|p, _, _| serde_json::from_slice::<Log<T>>(p))
+            .map(|r| {
+                r.map(|(offset, log, lsn)| {
+                    let lsn = lsn.or(log.lsn);
+                    (offset, log, lsn)
+                })
+            })
+    }
+}
+
+/// A blocking iterator over the entries of a log that decodes only the
+/// entry and its LSN (see [`read_values_blocking`]).
+///
+/// Ends as [`EntryIter`] does; [`ValueIter::entries`] reaches the torn tail,
+/// the skipped ranges and `refresh`.
+#[derive(Debug)]
+pub struct ValueIter<T>(EntryIter<T>);
+
+impl<T> ValueIter<T> {
+    /// The underlying reader: its [`EntryIter::torn_tail`],
+    /// [`EntryIter::skipped`], [`EntryIter::format`] and
+    /// [`EntryIter::refresh`].
+    pub fn entries(&mut self) -> &mut EntryIter<T> {
+        &mut self.0
+    }
+}
+
+/// What [`ValueIter`] decodes of a record: the call-site fields are skipped
+/// (parsed, but not allocated).
+#[derive(serde::Deserialize)]
+struct EntryAndLsn<T> {
+    entry: T,
+    #[serde(default)]
+    lsn: Option<Lsn>,
+}
+
+/// Decodes the entry of a payload and its LSN. A binary record whose
+/// header carries the LSN and whose payload starts with the entry, as
+/// every writer of this crate writes it, is decoded up to the entry's end:
+/// its CRC-32 vouches for the rest, which holds only call-site fields. Any
+/// other record is decoded whole, skipping those fields.
+fn decode_value<T: DeserializeOwned>(
+    payload: &[u8],
+    format: LogFormat,
+    header_lsn: Option<Lsn>,
+) -> serde_json::Result<EntryAndLsn<T>> {
+    if format == LogFormat::Binary
+        && header_lsn.is_some()
+        && let Some(rest) = payload.strip_prefix(b"{\"entry\":")
+        && let Ok(entry) = T::deserialize(&mut serde_json::Deserializer::from_slice(rest))
+    {
+        return Ok(EntryAndLsn { entry, lsn: None });
+    }
+    serde_json::from_slice(payload)
+}
+
+impl<T: DeserializeOwned> Iterator for ValueIter<T> {
+    type Item = Result<(u64, T, Option<Lsn>), Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0
+            .next_decoded(decode_value)
+            .map(|r| r.map(|(offset, d, lsn)| (offset, d.entry, lsn.or(d.lsn))))
+    }
+}
+
+/// Reads a log as [`read_entries_blocking`] does, but decodes only each
+/// entry and its LSN: what recovery needs. The envelope's call-site fields
+/// (file, function, line, thread, timestamp) are not allocated; in a
+/// binary log, whose records carry their LSN in a CRC-checked header, they
+/// are not even parsed. Items are `(offset, entry, lsn)`.
+///
+/// ```no_run
+/// use hyperlog::{Message, ReadOptions};
+/// for item in hyperlog::read_values_blocking::<Message>("data/node.wal", 0, ReadOptions::default()) {
+///     let (offset, entry, lsn) = item?;
+///     println!("{offset} {lsn:?} {:?}", entry.message);
+/// }
+/// # Ok::<(), hyperlog::Error>(())
+/// ```
+pub fn read_values_blocking<T: DeserializeOwned>(
+    path: impl AsRef<Path>,
+    from_offset: u64,
+    options: ReadOptions,
+) -> ValueIter<T> {
+    ValueIter(read_entries_blocking(path, from_offset, options))
 }
 
 /// Reads a log from `from_offset` (which must be the start of a record),

@@ -2098,3 +2098,83 @@ fn opening_a_file_of_the_other_format_is_a_clear_error() {
         assert!(side_files(&path).is_empty());
     }
 }
+
+/// `read_values_blocking` as `read_entries_blocking` without the envelope:
+/// the same offsets, entries and LSNs, or the same error at the same offset.
+fn values_match_entries<T: DeserializeOwned + PartialEq + std::fmt::Debug>(path: &Path) -> usize {
+    let entries: Vec<_> = hyperlog::read_entries_blocking::<T>(path, 0, ReadOptions::default())
+        .map(|r| r.map(|(offset, log, lsn)| (offset, log.entry, lsn)))
+        .collect();
+    let mut it = hyperlog::read_values_blocking::<T>(path, 0, ReadOptions::default());
+    let format = it.entries().format();
+    let values: Vec<_> = it.by_ref().collect();
+    assert_eq!(values.len(), entries.len(), "{}", path.display());
+    for (v, e) in values.iter().zip(&entries) {
+        match (v, e) {
+            (Ok(v), Ok(e)) => assert_eq!(v, e),
+            (Err(v), Err(e)) => assert_eq!(v.to_string(), e.to_string()),
+            _ => panic!("{}: {v:?} vs {e:?}", path.display()),
+        }
+    }
+    assert_eq!(
+        format,
+        Some(if path.extension() == Some("wal".as_ref()) {
+            LogFormat::Binary
+        } else {
+            LogFormat::Json
+        })
+    );
+    values.len()
+}
+
+#[test]
+fn read_values_yields_the_entries_and_lsns_read_entries_yields() {
+    let dir = tempfile::tempdir().unwrap();
+    for (format, lsns) in [
+        (LogFormat::Binary, true),
+        (LogFormat::Binary, false),
+        (LogFormat::Json, true),
+        (LogFormat::Json, false),
+    ] {
+        let path = dir.path().join(format!(
+            "v-{lsns}.{}",
+            if format == LogFormat::Binary {
+                "wal"
+            } else {
+                "log.json"
+            }
+        ));
+        let logger = Logger::new();
+        let ctx = logger
+            .context_with_blocking(
+                "values",
+                wal_opts(&path, DurabilityMode::Flush, format).enable_lsn(lsns),
+            )
+            .unwrap();
+        for seq in 0..50 {
+            // Quotes and a newline: the entry's end is found by parsing it.
+            let mut j = job(1, seq);
+            j.message = Some(format!("say \"{seq}\"\n}}"));
+            ctx.log_blocking(j).unwrap();
+        }
+        logger.close_blocking().unwrap();
+        let items = read_ok::<Job>(&path, ReadOptions::default());
+        assert_eq!(values_match_entries::<Job>(&path), 50);
+        assert_eq!(items.iter().all(|i| i.2.is_some()), lsns);
+    }
+    // Files of the Python reference (LSN 0 in the binary headers).
+    assert_eq!(values_match_entries::<RefJob>(&fixture("plain.wal")), 3);
+    // An entry that is not a `Job`: the same decode error, at the same offset.
+    let path = dir.path().join("mixed.wal");
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking(
+            "mixed",
+            wal_opts(&path, DurabilityMode::Flush, LogFormat::Binary),
+        )
+        .unwrap();
+    ctx.log_blocking(job(1, 0)).unwrap();
+    ctx.log_blocking(Message::info("not a job")).unwrap();
+    logger.close_blocking().unwrap();
+    assert_eq!(values_match_entries::<Job>(&path), 2);
+}
