@@ -1045,17 +1045,227 @@ impl<T: DeserializeOwned> Iterator for EntryIter<T> {
 /// A blocking iterator over the entries of a log that decodes only the
 /// entry and its LSN (see [`read_values_blocking`]).
 ///
-/// Ends as [`EntryIter`] does; [`ValueIter::entries`] reaches the torn tail,
-/// the skipped ranges and `refresh`.
-#[derive(Debug)]
-pub struct ValueIter<T>(EntryIter<T>);
+/// Ends as [`EntryIter`] does: after the first error, or at the end of the
+/// log; then [`ValueIter::torn_tail`] and [`ValueIter::skipped`] say what
+/// was passed over.
+pub struct ValueIter<T> {
+    source: Source<T>,
+}
+
+/// Where a [`ValueIter`]'s records come from.
+enum Source<T> {
+    /// Read, checked and decoded on the caller's thread.
+    Here(EntryIter<T>),
+    /// Read and checked ahead by a thread of its own (binary logs on a
+    /// machine with a second core); decoded on the caller's thread.
+    Ahead(Ahead),
+}
+
+impl<T> std::fmt::Debug for ValueIter<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match &self.source {
+            Source::Here(_) => "here",
+            Source::Ahead(_) => "read ahead",
+        };
+        f.debug_struct("ValueIter")
+            .field("reading", &mode)
+            .finish_non_exhaustive()
+    }
+}
 
 impl<T> ValueIter<T> {
-    /// The underlying reader: its [`EntryIter::torn_tail`],
-    /// [`EntryIter::skipped`], [`EntryIter::format`] and
-    /// [`EntryIter::refresh`].
-    pub fn entries(&mut self) -> &mut EntryIter<T> {
-        &mut self.0
+    /// The torn tail the log ended in, if any (known once iteration ended).
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        match &self.source {
+            Source::Here(it) => it.torn_tail(),
+            Source::Ahead(a) => a.end.as_ref().and_then(|e| e.torn.as_ref()),
+        }
+    }
+    /// Byte ranges skipped in `SkipCorrupted` mode (in the file read last;
+    /// known once iteration ended).
+    pub fn skipped(&self) -> &[Range<u64>] {
+        match &self.source {
+            Source::Here(it) => it.skipped(),
+            Source::Ahead(a) => a.end.as_ref().map_or(&[], |e| &e.skipped),
+        }
+    }
+}
+
+/// Records a reading thread checked, their payloads back to back, all from
+/// one file.
+struct Batch {
+    path: PathBuf,
+    bytes: Vec<u8>,
+    items: Vec<Ahead1>,
+}
+
+/// One item of a [`Batch`], in the log's order.
+enum Ahead1 {
+    /// A record whose payload ends at `end` in the batch's bytes.
+    Record {
+        offset: u64,
+        end: usize,
+        lsn: Option<Lsn>,
+    },
+    /// What ended the read: damage or an I/O error.
+    Failed(Error),
+    /// The end of the log.
+    End(AheadEnd),
+}
+
+/// What the reading thread knew at the end of the log.
+struct AheadEnd {
+    torn: Option<TornTail>,
+    skipped: Vec<Range<u64>>,
+}
+
+/// The caller's side of a read-ahead: the batch being decoded.
+struct Ahead {
+    /// `None` once the read ended.
+    rx: Option<flume::Receiver<Batch>>,
+    path: PathBuf,
+    bytes: Vec<u8>,
+    items: std::vec::IntoIter<Ahead1>,
+    /// Where the next record's payload starts in `bytes`.
+    start: usize,
+    end: Option<AheadEnd>,
+}
+
+/// Records per batch, and bytes (whichever comes first).
+const AHEAD_RECORDS: usize = 1024;
+const AHEAD_BYTES: usize = 256 * 1024;
+
+impl Ahead {
+    /// Starts a thread that walks `chain` and sends what it reads in
+    /// batches.
+    fn spawn(chain: Chain, path: &Path) -> Result<Ahead, Error> {
+        let (tx, rx) = flume::bounded::<Batch>(4);
+        std::thread::Builder::new()
+            .name("hyperlog-read-ahead".into())
+            .spawn(move || read_ahead(chain, &tx))
+            .map_err(|e| Error::io("spawn reader thread for", path, e))?;
+        Ok(Ahead {
+            rx: Some(rx),
+            path: path.to_path_buf(),
+            bytes: Vec::new(),
+            items: Vec::new().into_iter(),
+            start: 0,
+            end: None,
+        })
+    }
+
+    /// Stops: nothing more is yielded, and the thread stops at its next send.
+    fn stop(&mut self) {
+        self.rx = None;
+        self.items = Vec::new().into_iter();
+    }
+
+    fn next<T: DeserializeOwned>(&mut self) -> Option<Decoded<T>> {
+        loop {
+            let Some(item) = self.items.next() else {
+                match self.rx.as_ref()?.recv() {
+                    Ok(b) => {
+                        self.path = b.path;
+                        self.bytes = b.bytes;
+                        self.items = b.items.into_iter();
+                        self.start = 0;
+                        continue;
+                    }
+                    // The thread ended without saying why: it panicked.
+                    Err(_) => {
+                        self.stop();
+                        return Some(Err(Error::io(
+                            "read",
+                            self.path.clone(),
+                            std::io::Error::other("the read-ahead thread stopped"),
+                        )));
+                    }
+                }
+            };
+            return match item {
+                Ahead1::Record { offset, end, lsn } => {
+                    let payload = &self.bytes[self.start..end];
+                    self.start = end;
+                    match decode_value::<T>(payload, LogFormat::Binary, lsn) {
+                        Ok(d) => Some(Ok((offset, d.entry, lsn.or(d.lsn)))),
+                        Err(e) => {
+                            self.stop();
+                            Some(Err(Error::Decode {
+                                path: self.path.clone(),
+                                offset,
+                                reason: e.to_string(),
+                            }))
+                        }
+                    }
+                }
+                Ahead1::Failed(e) => {
+                    self.stop();
+                    Some(Err(e))
+                }
+                Ahead1::End(end) => {
+                    self.stop();
+                    self.end = Some(end);
+                    None
+                }
+            };
+        }
+    }
+}
+
+/// The reading thread: walks `chain` and sends its records in batches,
+/// then what ended the walk. Stops when the caller drops its side.
+fn read_ahead(mut chain: Chain, tx: &flume::Sender<Batch>) {
+    let new_batch = |path: PathBuf| Batch {
+        path,
+        bytes: Vec::with_capacity(AHEAD_BYTES + 4096),
+        items: Vec::with_capacity(AHEAD_RECORDS),
+    };
+    let mut batch = new_batch(PathBuf::new());
+    loop {
+        let last = match chain.next_record(false) {
+            None => Some(Ahead1::End(AheadEnd {
+                torn: chain.scanner.as_ref().and_then(|s| s.torn.clone()),
+                skipped: chain
+                    .scanner
+                    .as_ref()
+                    .map_or_else(Vec::new, |s| s.skipped.clone()),
+            })),
+            Some(Err(e)) => Some(Ahead1::Failed(e)),
+            Some(Ok((r, lsn))) => {
+                let Some(s) = chain.scanner.as_ref() else {
+                    continue;
+                };
+                if s.path != batch.path {
+                    if !batch.items.is_empty()
+                        && tx
+                            .send(std::mem::replace(&mut batch, new_batch(s.path.clone())))
+                            .is_err()
+                    {
+                        return;
+                    }
+                    batch.path.clone_from(&s.path);
+                }
+                batch.bytes.extend_from_slice(s.payload(&r));
+                batch.items.push(Ahead1::Record {
+                    offset: r.offset,
+                    end: batch.bytes.len(),
+                    lsn,
+                });
+                if (batch.items.len() >= AHEAD_RECORDS || batch.bytes.len() >= AHEAD_BYTES)
+                    && tx
+                        .send(std::mem::replace(&mut batch, new_batch(s.path.clone())))
+                        .is_err()
+                {
+                    return;
+                }
+                None
+            }
+        };
+        if let Some(last) = last {
+            batch.items.push(last);
+            let _ = tx.send(batch);
+            return;
+        }
     }
 }
 
@@ -1092,9 +1302,12 @@ impl<T: DeserializeOwned> Iterator for ValueIter<T> {
     type Item = Result<(u64, T, Option<Lsn>), Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.0
-            .next_decoded(decode_value)
-            .map(|r| r.map(|(offset, d, lsn)| (offset, d.entry, lsn.or(d.lsn))))
+        match &mut self.source {
+            Source::Here(it) => it
+                .next_decoded(decode_value)
+                .map(|r| r.map(|(offset, d, lsn)| (offset, d.entry, lsn.or(d.lsn)))),
+            Source::Ahead(a) => a.next(),
+        }
     }
 }
 
@@ -1103,6 +1316,13 @@ impl<T: DeserializeOwned> Iterator for ValueIter<T> {
 /// (file, function, line, thread, timestamp) are not allocated; in a
 /// binary log, whose records carry their LSN in a CRC-checked header, they
 /// are not even parsed. Items are `(offset, entry, lsn)`.
+///
+/// On a machine with more than one core, a binary log is read and checked
+/// ahead on a thread of its own (at most four batches of 1,024 records or
+/// 256 KiB ahead) while the caller's thread decodes; the thread ends with
+/// the iterator. Unlike [`EntryIter`], a `ValueIter` cannot `refresh`: to
+/// follow a live log, use [`read_entries_blocking`] or
+/// [`Context::follow`](crate::Context::follow).
 ///
 /// ```no_run
 /// use hyperlog::{Message, ReadOptions};
@@ -1117,7 +1337,22 @@ pub fn read_values_blocking<T: DeserializeOwned>(
     from_offset: u64,
     options: ReadOptions,
 ) -> ValueIter<T> {
-    ValueIter(read_entries_blocking(path, from_offset, options))
+    let it = read_entries_blocking::<T>(path.as_ref(), from_offset, options);
+    // A binary log is read and checked ahead on a second core while this
+    // thread decodes (a JSON log's damage checks need the decoder and the
+    // reader on one thread).
+    let source = if it.format() == Some(LogFormat::Binary) && crate::writer::spin_enabled() {
+        match Ahead::spawn(it.chain, path.as_ref()) {
+            Ok(a) => Source::Ahead(a),
+            Err(e) => Source::Here(EntryIter {
+                chain: Chain::failed(e),
+                _t: PhantomData,
+            }),
+        }
+    } else {
+        Source::Here(it)
+    };
+    ValueIter { source }
 }
 
 /// Reads a log from `from_offset` (which must be the start of a record),

@@ -2100,31 +2100,37 @@ fn opening_a_file_of_the_other_format_is_a_clear_error() {
 }
 
 /// `read_values_blocking` as `read_entries_blocking` without the envelope:
-/// the same offsets, entries and LSNs, or the same error at the same offset.
+/// the same offsets, entries and LSNs, or the same error at the same offset,
+/// and the same torn tail and skipped ranges, in every recovery mode.
 fn values_match_entries<T: DeserializeOwned + PartialEq + std::fmt::Debug>(path: &Path) -> usize {
-    let entries: Vec<_> = hyperlog::read_entries_blocking::<T>(path, 0, ReadOptions::default())
-        .map(|r| r.map(|(offset, log, lsn)| (offset, log.entry, lsn)))
-        .collect();
-    let mut it = hyperlog::read_values_blocking::<T>(path, 0, ReadOptions::default());
-    let format = it.entries().format();
-    let values: Vec<_> = it.by_ref().collect();
-    assert_eq!(values.len(), entries.len(), "{}", path.display());
-    for (v, e) in values.iter().zip(&entries) {
-        match (v, e) {
-            (Ok(v), Ok(e)) => assert_eq!(v, e),
-            (Err(v), Err(e)) => assert_eq!(v.to_string(), e.to_string()),
-            _ => panic!("{}: {v:?} vs {e:?}", path.display()),
+    let mut n = 0;
+    for mode in [
+        RecoveryMode::TolerateTail,
+        RecoveryMode::AbsoluteConsistency,
+        RecoveryMode::SkipCorrupted,
+    ] {
+        let opts = ReadOptions::new().recovery(mode);
+        let mut entries_it = hyperlog::read_entries_blocking::<T>(path, 0, opts.clone());
+        let entries: Vec<_> = entries_it
+            .by_ref()
+            .map(|r| r.map(|(offset, log, lsn)| (offset, log.entry, lsn)))
+            .collect();
+        let mut values_it = hyperlog::read_values_blocking::<T>(path, 0, opts);
+        let values: Vec<_> = values_it.by_ref().collect();
+        let at = format!("{} in {mode:?}", path.display());
+        assert_eq!(values.len(), entries.len(), "{at}");
+        for (v, e) in values.iter().zip(&entries) {
+            match (v, e) {
+                (Ok(v), Ok(e)) => assert_eq!(v, e, "{at}"),
+                (Err(v), Err(e)) => assert_eq!(v.to_string(), e.to_string(), "{at}"),
+                _ => panic!("{at}: {v:?} vs {e:?}"),
+            }
         }
+        assert_eq!(values_it.torn_tail(), entries_it.torn_tail(), "{at}");
+        assert_eq!(values_it.skipped(), entries_it.skipped(), "{at}");
+        n = values.len();
     }
-    assert_eq!(
-        format,
-        Some(if path.extension() == Some("wal".as_ref()) {
-            LogFormat::Binary
-        } else {
-            LogFormat::Json
-        })
-    );
-    values.len()
+    n
 }
 
 #[test]
@@ -2161,9 +2167,34 @@ fn read_values_yields_the_entries_and_lsns_read_entries_yields() {
         let items = read_ok::<Job>(&path, ReadOptions::default());
         assert_eq!(values_match_entries::<Job>(&path), 50);
         assert_eq!(items.iter().all(|i| i.2.is_some()), lsns);
+        // Damage in the middle and a torn tail: the same errors, skips and
+        // torn tail (read ahead on another thread for the binary log).
+        let len = file_len(&path);
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[(len / 2) as usize] ^= 0x55;
+        bytes.truncate(len as usize - 7);
+        std::fs::write(&path, &bytes).unwrap();
+        let n = values_match_entries::<Job>(&path);
+        assert!((40..50).contains(&n), "{n} items from the damaged log");
     }
     // Files of the Python reference (LSN 0 in the binary headers).
     assert_eq!(values_match_entries::<RefJob>(&fixture("plain.wal")), 3);
+    // Many segments, several read-ahead batches each.
+    let path = dir.path().join("segments.wal");
+    let logger = Logger::new();
+    let ctx = logger
+        .context_with_blocking(
+            "segments",
+            wal_opts(&path, DurabilityMode::None, LogFormat::Binary)
+                .retention_policy(hyperlog::RetentionPolicy::new().max_size(512 * 1024)),
+        )
+        .unwrap();
+    for seq in 0..6_000 {
+        ctx.log_blocking(job(2, seq)).unwrap();
+    }
+    logger.close_blocking().unwrap();
+    assert!(hyperlog::segments::list_segments(&hyperlog::fs::StdFs, &path).len() >= 2);
+    assert_eq!(values_match_entries::<Job>(&path), 6_000);
     // An entry that is not a `Job`: the same decode error, at the same offset.
     let path = dir.path().join("mixed.wal");
     let logger = Logger::new();
@@ -2175,6 +2206,7 @@ fn read_values_yields_the_entries_and_lsns_read_entries_yields() {
         .unwrap();
     ctx.log_blocking(job(1, 0)).unwrap();
     ctx.log_blocking(Message::info("not a job")).unwrap();
+    ctx.log_blocking(job(1, 2)).unwrap();
     logger.close_blocking().unwrap();
     assert_eq!(values_match_entries::<Job>(&path), 2);
 }
