@@ -1096,11 +1096,11 @@ impl<T> ValueIter<T> {
 struct Batch {
     path: PathBuf,
     bytes: Vec<u8>,
-    items: Vec<Ahead1>,
+    items: Vec<AheadItem>,
 }
 
 /// One item of a [`Batch`], in the log's order.
-enum Ahead1 {
+enum AheadItem {
     /// A record whose payload ends at `end` in the batch's bytes.
     Record {
         offset: u64,
@@ -1125,7 +1125,7 @@ struct Ahead {
     rx: Option<flume::Receiver<Batch>>,
     path: PathBuf,
     bytes: Vec<u8>,
-    items: std::vec::IntoIter<Ahead1>,
+    items: std::vec::IntoIter<AheadItem>,
     /// Where the next record's payload starts in `bytes`.
     start: usize,
     end: Option<AheadEnd>,
@@ -1183,7 +1183,7 @@ impl Ahead {
                 }
             };
             return match item {
-                Ahead1::Record { offset, end, lsn } => {
+                AheadItem::Record { offset, end, lsn } => {
                     let payload = &self.bytes[self.start..end];
                     self.start = end;
                     match decode_value::<T>(payload, LogFormat::Binary, lsn) {
@@ -1198,11 +1198,11 @@ impl Ahead {
                         }
                     }
                 }
-                Ahead1::Failed(e) => {
+                AheadItem::Failed(e) => {
                     self.stop();
                     Some(Err(e))
                 }
-                Ahead1::End(end) => {
+                AheadItem::End(end) => {
                     self.stop();
                     self.end = Some(end);
                     None
@@ -1223,14 +1223,14 @@ fn read_ahead(mut chain: Chain, tx: &flume::Sender<Batch>) {
     let mut batch = new_batch(PathBuf::new());
     loop {
         let last = match chain.next_record(false) {
-            None => Some(Ahead1::End(AheadEnd {
+            None => Some(AheadItem::End(AheadEnd {
                 torn: chain.scanner.as_ref().and_then(|s| s.torn.clone()),
                 skipped: chain
                     .scanner
                     .as_ref()
                     .map_or_else(Vec::new, |s| s.skipped.clone()),
             })),
-            Some(Err(e)) => Some(Ahead1::Failed(e)),
+            Some(Err(e)) => Some(AheadItem::Failed(e)),
             Some(Ok((r, lsn))) => {
                 let Some(s) = chain.scanner.as_ref() else {
                     continue;
@@ -1246,7 +1246,7 @@ fn read_ahead(mut chain: Chain, tx: &flume::Sender<Batch>) {
                     batch.path.clone_from(&s.path);
                 }
                 batch.bytes.extend_from_slice(s.payload(&r));
-                batch.items.push(Ahead1::Record {
+                batch.items.push(AheadItem::Record {
                     offset: r.offset,
                     end: batch.bytes.len(),
                     lsn,
