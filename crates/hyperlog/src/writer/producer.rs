@@ -182,9 +182,13 @@ impl Shared {
         self.pool.pop().unwrap_or_else(|| Vec::with_capacity(256))
     }
 
-    /// Returns a record's buffer to the pool.
+    /// Returns a record's buffer to the pool. The first 1,024 kept may be
+    /// up to 16 KiB; beyond those only small ones (up to 1 KiB) are kept, so
+    /// that a pool sized to a long queue holds at most ~31 MiB even when
+    /// entries are large.
     pub(super) fn recycle(&self, mut buf: Vec<u8>) {
-        if buf.capacity() <= 16 * 1024 {
+        let cap = buf.capacity();
+        if cap <= 1024 || (cap <= 16 * 1024 && self.pool.len() < 1024) {
             buf.clear();
             let _ = self.pool.push(buf);
         }
