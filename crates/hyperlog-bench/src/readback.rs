@@ -203,8 +203,8 @@ fn timed_recovery(f: impl FnOnce() -> Result<u64, String>) -> Result<Recovery, S
 enum Decode {
     /// `read_entries_blocking::<Message>`: every entry with its whole envelope.
     Envelope,
-    /// `read_values_blocking::<Message>`: the entry and its LSN only.
-    Values,
+    /// `replay_blocking::<Message>`: the entry and its LSN only.
+    Replay,
     /// `read_records`: payload bytes, CRC checked, undecoded.
     Raw,
 }
@@ -231,10 +231,9 @@ fn hyperlog_recover(path: &Path, decode: Decode) -> Result<u64, String> {
                 n += 1;
             }
         }
-        Decode::Values => {
-            for item in hyperlog::read_values_blocking::<Message>(path, 0, ReadOptions::default()) {
-                let (_offset, entry, _lsn) =
-                    item.map_err(|e| format!("read_values_blocking: {e}"))?;
+        Decode::Replay => {
+            for item in hyperlog::replay_blocking::<Message>(path, 0, ReadOptions::default()) {
+                let (_offset, entry, _lsn) = item.map_err(|e| format!("replay_blocking: {e}"))?;
                 std::hint::black_box(&entry);
                 n += 1;
             }
@@ -313,7 +312,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             let r = match k {
                 0 => timed_recovery(|| hyperlog_recover(&hl_path, Decode::Envelope))?,
                 3 => timed_recovery(|| hyperlog_recover(&hl_path, Decode::Raw))?,
-                4 => timed_recovery(|| hyperlog_recover(&hl_path, Decode::Values))?,
+                4 => timed_recovery(|| hyperlog_recover(&hl_path, Decode::Replay))?,
                 1 => timed_recovery(|| crate::wal_peers::okaywal_recover(&okay_dir).map(|x| x.0))?,
                 _ => timed_recovery(|| crate::wal_peers::raft_recover(&raft_dir).map(|x| x.0))?,
             };
@@ -534,7 +533,7 @@ pub fn run(s: &Settings) -> Result<Section, String> {
             ),
             "MB = 10^6 bytes of file.".into(),
             format!(
-                "Recovery (second table): each system opens its own log and reads every entry back, page cache warm (each log was read once, untimed, after it was written); {} pass(es) each, interleaved, medians. hyperlog: `Logger::context_with_blocking` on the binary WAL (FsyncBatch, LSNs: its recovery scan checks framing, CRC-32 and finds the last LSN), then either `read_entries_blocking::<Message>` decoding every entry and its whole envelope with serde (*typed entries*), `read_values_blocking::<Message>` decoding only each entry and its LSN, the call-site fields parsed but skipped (*typed values*: what an application recovering its state needs), or `read_records` handing back every record's payload bytes, CRC checked, undecoded (*raw records*: what the peers do), then close. okaywal: `Configuration::default_for(dir).checkpoint_after_bytes(u64::MAX).open(manager)`, whose recovery hands every entry to the manager, which reads all its chunks (`read_all_chunks`, CRC checked). raft-engine: `Engine::open` (its recovery reads every file, default 4 recovery threads) then `fetch_entries_to` over every entry, 10,000 at a time.",
+                "Recovery (second table): each system opens its own log and reads every entry back, page cache warm (each log was read once, untimed, after it was written); {} pass(es) each, interleaved, medians. hyperlog: `Logger::context_with_blocking` on the binary WAL (FsyncBatch, LSNs: its recovery scan checks framing, CRC-32 and finds the last LSN), then either `read_entries_blocking::<Message>` decoding every entry and its whole envelope with serde (*typed entries*), `replay_blocking::<Message>` decoding only each entry and its LSN (*typed values*: what an application recovering its state needs; in a binary log the call-site fields after the entry are not parsed, and the records are read and checked ahead on a second thread while the caller decodes), or `read_records` handing back every record's payload bytes, CRC checked, undecoded (*raw records*: what the peers do), then close. okaywal: `Configuration::default_for(dir).checkpoint_after_bytes(u64::MAX).open(manager)`, whose recovery hands every entry to the manager, which reads all its chunks (`read_all_chunks`, CRC checked). raft-engine: `Engine::open` (its recovery reads every file, default 4 recovery threads) then `fetch_entries_to` over every entry, 10,000 at a time.",
                 s.rounds
             ),
             format!(

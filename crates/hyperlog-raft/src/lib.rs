@@ -316,7 +316,7 @@ fn load_entries<C: RaftTypeConfig>(
         None => options,
     };
     // The entries only: the envelope's call-site fields are skipped.
-    for item in hyperlog::read_values_blocking::<Stored<C::Entry>>(path, 0, options) {
+    for item in hyperlog::replay_blocking::<Stored<C::Entry>>(path, 0, options) {
         let (offset, stored, lsn) = match item {
             Ok(x) => x,
             // A log never written yet.

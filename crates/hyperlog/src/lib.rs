@@ -186,9 +186,9 @@ pub use options::{
     SYNC_THREAD_ENV,
 };
 pub use reader::{
-    EntryIter, EntryStream, RawEntry, RawIter, ReadOptions, ScanSummary, TornTail, ValueIter,
-    get_last_lsn, get_last_lsn_blocking, read_entries, read_entries_blocking, read_log_records,
-    read_records, read_values_blocking, scan_log,
+    EntryIter, EntryStream, RawEntry, RawIter, ReadOptions, ReplayIter, ReplayStream, ScanSummary,
+    TornTail, get_last_lsn, get_last_lsn_blocking, read_entries, read_entries_blocking,
+    read_log_records, read_records, replay, replay_blocking, scan_log,
 };
 pub use retention::RetentionPolicy;
 pub use state::DurableState;

@@ -1043,16 +1043,16 @@ impl<T: DeserializeOwned> Iterator for EntryIter<T> {
 }
 
 /// A blocking iterator over the entries of a log that decodes only the
-/// entry and its LSN (see [`read_values_blocking`]).
+/// entry and its LSN (see [`replay_blocking`]).
 ///
 /// Ends as [`EntryIter`] does: after the first error, or at the end of the
-/// log; then [`ValueIter::torn_tail`] and [`ValueIter::skipped`] say what
+/// log; then [`ReplayIter::torn_tail`] and [`ReplayIter::skipped`] say what
 /// was passed over.
-pub struct ValueIter<T> {
+pub struct ReplayIter<T> {
     source: Source<T>,
 }
 
-/// Where a [`ValueIter`]'s records come from.
+/// Where a [`ReplayIter`]'s records come from.
 enum Source<T> {
     /// Read, checked and decoded on the caller's thread.
     Here(EntryIter<T>),
@@ -1061,19 +1061,19 @@ enum Source<T> {
     Ahead(Ahead),
 }
 
-impl<T> std::fmt::Debug for ValueIter<T> {
+impl<T> std::fmt::Debug for ReplayIter<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mode = match &self.source {
             Source::Here(_) => "here",
             Source::Ahead(_) => "read ahead",
         };
-        f.debug_struct("ValueIter")
+        f.debug_struct("ReplayIter")
             .field("reading", &mode)
             .finish_non_exhaustive()
     }
 }
 
-impl<T> ValueIter<T> {
+impl<T> ReplayIter<T> {
     /// The torn tail the log ended in, if any (known once iteration ended).
     pub fn torn_tail(&self) -> Option<&TornTail> {
         match &self.source {
@@ -1269,7 +1269,7 @@ fn read_ahead(mut chain: Chain, tx: &flume::Sender<Batch>) {
     }
 }
 
-/// What [`ValueIter`] decodes of a record: the call-site fields are skipped
+/// What [`ReplayIter`] decodes of a record: the call-site fields are skipped
 /// (parsed, but not allocated).
 #[derive(serde::Deserialize)]
 struct EntryAndLsn<T> {
@@ -1298,7 +1298,7 @@ fn decode_value<T: DeserializeOwned>(
     serde_json::from_slice(payload)
 }
 
-impl<T: DeserializeOwned> Iterator for ValueIter<T> {
+impl<T: DeserializeOwned> Iterator for ReplayIter<T> {
     type Item = Result<(u64, T, Option<Lsn>), Error>;
 
     fn next(&mut self) -> Option<Self::Item> {
@@ -1320,23 +1320,23 @@ impl<T: DeserializeOwned> Iterator for ValueIter<T> {
 /// On a machine with more than one core, a binary log is read and checked
 /// ahead on a thread of its own (at most four batches of 1,024 records or
 /// 256 KiB ahead) while the caller's thread decodes; the thread ends with
-/// the iterator. Unlike [`EntryIter`], a `ValueIter` cannot `refresh`: to
+/// the iterator. Unlike [`EntryIter`], a `ReplayIter` cannot `refresh`: to
 /// follow a live log, use [`read_entries_blocking`] or
 /// [`Context::follow`](crate::Context::follow).
 ///
 /// ```no_run
 /// use hyperlog::{Message, ReadOptions};
-/// for item in hyperlog::read_values_blocking::<Message>("data/node.wal", 0, ReadOptions::default()) {
+/// for item in hyperlog::replay_blocking::<Message>("data/node.wal", 0, ReadOptions::default()) {
 ///     let (offset, entry, lsn) = item?;
 ///     println!("{offset} {lsn:?} {:?}", entry.message);
 /// }
 /// # Ok::<(), hyperlog::Error>(())
 /// ```
-pub fn read_values_blocking<T: DeserializeOwned>(
+pub fn replay_blocking<T: DeserializeOwned>(
     path: impl AsRef<Path>,
     from_offset: u64,
     options: ReadOptions,
-) -> ValueIter<T> {
+) -> ReplayIter<T> {
     let it = read_entries_blocking::<T>(path.as_ref(), from_offset, options);
     // A binary log is read and checked ahead on a second core while this
     // thread decodes (a JSON log's damage checks need the decoder and the
@@ -1352,7 +1352,7 @@ pub fn read_values_blocking<T: DeserializeOwned>(
     } else {
         Source::Here(it)
     };
-    ValueIter { source }
+    ReplayIter { source }
 }
 
 /// Reads a log from `from_offset` (which must be the start of a record),
@@ -1408,48 +1408,78 @@ where
     T: DeserializeOwned + Send + 'static,
 {
     let path = path.as_ref().to_path_buf();
-    let (tx, rx) = flume::bounded::<Vec<Result<ReadItem<T>, Error>>>(4);
-    let spawned = std::thread::Builder::new()
-        .name("hyperlog-reader".into())
-        .spawn(move || {
-            let mut it = read_entries_blocking::<T>(&path, from_offset, options);
-            let mut chunk = Vec::with_capacity(256);
-            for item in it.by_ref() {
-                chunk.push(item);
-                if chunk.len() == 256 && tx.send(std::mem::take(&mut chunk)).is_err() {
-                    return;
+    EntryStream(Chunked::spawn(move || {
+        read_entries_blocking::<T>(&path, from_offset, options)
+    }))
+}
+
+/// [`replay_blocking`] as a [`futures::Stream`] of `(offset, entry,
+/// lsn)`, read on a background thread as [`read_entries`] is.
+///
+/// ```no_run
+/// use futures::StreamExt;
+/// use hyperlog::{Message, ReadOptions};
+/// # futures::executor::block_on(async {
+/// let mut entries = hyperlog::replay::<Message>("data/node.wal", 0, ReadOptions::default());
+/// while let Some(item) = entries.next().await {
+///     let (offset, entry, lsn) = item?;
+/// #   let _ = (offset, entry, lsn);
+/// }
+/// # Ok::<(), hyperlog::Error>(())
+/// # });
+/// ```
+pub fn replay<T>(path: impl AsRef<Path>, from_offset: u64, options: ReadOptions) -> ReplayStream<T>
+where
+    T: DeserializeOwned + Send + 'static,
+{
+    let path = path.as_ref().to_path_buf();
+    ReplayStream(Chunked::spawn(move || {
+        replay_blocking::<T>(&path, from_offset, options)
+    }))
+}
+
+/// The items of a blocking reader, run on a thread of its own and handed
+/// over in chunks of 256 (the thread stops when the stream is dropped).
+struct Chunked<V: 'static> {
+    rx: Option<flume::r#async::RecvStream<'static, Vec<Result<V, Error>>>>,
+    current: std::vec::IntoIter<Result<V, Error>>,
+}
+
+impl<V: Send + 'static> Chunked<V> {
+    fn spawn<I>(reader: impl FnOnce() -> I + Send + 'static) -> Chunked<V>
+    where
+        I: Iterator<Item = Result<V, Error>>,
+    {
+        let (tx, rx) = flume::bounded::<Vec<Result<V, Error>>>(4);
+        let spawned = std::thread::Builder::new()
+            .name("hyperlog-reader".into())
+            .spawn(move || {
+                let mut chunk = Vec::with_capacity(256);
+                for item in reader() {
+                    chunk.push(item);
+                    if chunk.len() == 256 && tx.send(std::mem::take(&mut chunk)).is_err() {
+                        return;
+                    }
                 }
-            }
-            if !chunk.is_empty() {
-                let _ = tx.send(chunk);
-            }
-        });
-    let (rx, current) = match spawned {
-        Ok(_) => (Some(rx.into_stream()), Vec::new().into_iter()),
-        Err(e) => (
-            None,
-            vec![Err(Error::io("spawn reader thread for", "", e))].into_iter(),
-        ),
-    };
-    EntryStream { rx, current }
-}
-
-type Chunk<T> = Vec<Result<ReadItem<T>, Error>>;
-
-/// The stream returned by [`read_entries`].
-pub struct EntryStream<T: 'static> {
-    rx: Option<flume::r#async::RecvStream<'static, Chunk<T>>>,
-    current: std::vec::IntoIter<Result<ReadItem<T>, Error>>,
-}
-
-impl<T: 'static> std::fmt::Debug for EntryStream<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EntryStream").finish_non_exhaustive()
+                if !chunk.is_empty() {
+                    let _ = tx.send(chunk);
+                }
+            });
+        match spawned {
+            Ok(_) => Chunked {
+                rx: Some(rx.into_stream()),
+                current: Vec::new().into_iter(),
+            },
+            Err(e) => Chunked {
+                rx: None,
+                current: vec![Err(Error::io("spawn reader thread for", "", e))].into_iter(),
+            },
+        }
     }
 }
 
-impl<T: 'static> futures::Stream for EntryStream<T> {
-    type Item = Result<ReadItem<T>, Error>;
+impl<V: 'static> futures::Stream for Chunked<V> {
+    type Item = Result<V, Error>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         loop {
@@ -1471,7 +1501,44 @@ impl<T: 'static> futures::Stream for EntryStream<T> {
     }
 }
 
+impl<V: 'static> Unpin for Chunked<V> {}
+
+/// The stream returned by [`read_entries`].
+pub struct EntryStream<T: 'static>(Chunked<ReadItem<T>>);
+
+/// The stream returned by [`replay`].
+pub struct ReplayStream<T: 'static>(Chunked<(u64, T, Option<Lsn>)>);
+
+impl<T: 'static> std::fmt::Debug for EntryStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryStream").finish_non_exhaustive()
+    }
+}
+
+impl<T: 'static> std::fmt::Debug for ReplayStream<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplayStream").finish_non_exhaustive()
+    }
+}
+
+impl<T: 'static> futures::Stream for EntryStream<T> {
+    type Item = Result<ReadItem<T>, Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
+impl<T: 'static> futures::Stream for ReplayStream<T> {
+    type Item = Result<(u64, T, Option<Lsn>), Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
 impl<T: 'static> Unpin for EntryStream<T> {}
+impl<T: 'static> Unpin for ReplayStream<T> {}
 
 /// What a scan of a whole log found.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2099,10 +2099,10 @@ fn opening_a_file_of_the_other_format_is_a_clear_error() {
     }
 }
 
-/// `read_values_blocking` as `read_entries_blocking` without the envelope:
+/// `replay_blocking` as `read_entries_blocking` without the envelope:
 /// the same offsets, entries and LSNs, or the same error at the same offset,
 /// and the same torn tail and skipped ranges, in every recovery mode.
-fn values_match_entries<T: DeserializeOwned + PartialEq + std::fmt::Debug>(path: &Path) -> usize {
+fn replay_matches_entries<T: DeserializeOwned + PartialEq + std::fmt::Debug>(path: &Path) -> usize {
     let mut n = 0;
     for mode in [
         RecoveryMode::TolerateTail,
@@ -2115,7 +2115,7 @@ fn values_match_entries<T: DeserializeOwned + PartialEq + std::fmt::Debug>(path:
             .by_ref()
             .map(|r| r.map(|(offset, log, lsn)| (offset, log.entry, lsn)))
             .collect();
-        let mut values_it = hyperlog::read_values_blocking::<T>(path, 0, opts);
+        let mut values_it = hyperlog::replay_blocking::<T>(path, 0, opts);
         let values: Vec<_> = values_it.by_ref().collect();
         let at = format!("{} in {mode:?}", path.display());
         assert_eq!(values.len(), entries.len(), "{at}");
@@ -2134,7 +2134,7 @@ fn values_match_entries<T: DeserializeOwned + PartialEq + std::fmt::Debug>(path:
 }
 
 #[test]
-fn read_values_yields_the_entries_and_lsns_read_entries_yields() {
+fn replay_yields_the_entries_and_lsns_read_entries_yields() {
     let dir = tempfile::tempdir().unwrap();
     for (format, lsns) in [
         (LogFormat::Binary, true),
@@ -2165,7 +2165,7 @@ fn read_values_yields_the_entries_and_lsns_read_entries_yields() {
         }
         logger.close_blocking().unwrap();
         let items = read_ok::<Job>(&path, ReadOptions::default());
-        assert_eq!(values_match_entries::<Job>(&path), 50);
+        assert_eq!(replay_matches_entries::<Job>(&path), 50);
         assert_eq!(items.iter().all(|i| i.2.is_some()), lsns);
         // Damage in the middle and a torn tail: the same errors, skips and
         // torn tail (read ahead on another thread for the binary log).
@@ -2174,11 +2174,11 @@ fn read_values_yields_the_entries_and_lsns_read_entries_yields() {
         bytes[(len / 2) as usize] ^= 0x55;
         bytes.truncate(len as usize - 7);
         std::fs::write(&path, &bytes).unwrap();
-        let n = values_match_entries::<Job>(&path);
+        let n = replay_matches_entries::<Job>(&path);
         assert!((40..50).contains(&n), "{n} items from the damaged log");
     }
     // Files of the Python reference (LSN 0 in the binary headers).
-    assert_eq!(values_match_entries::<RefJob>(&fixture("plain.wal")), 3);
+    assert_eq!(replay_matches_entries::<RefJob>(&fixture("plain.wal")), 3);
     // Many segments, several read-ahead batches each.
     let path = dir.path().join("segments.wal");
     let logger = Logger::new();
@@ -2194,7 +2194,16 @@ fn read_values_yields_the_entries_and_lsns_read_entries_yields() {
     }
     logger.close_blocking().unwrap();
     assert!(hyperlog::segments::list_segments(&hyperlog::fs::StdFs, &path).len() >= 2);
-    assert_eq!(values_match_entries::<Job>(&path), 6_000);
+    assert_eq!(replay_matches_entries::<Job>(&path), 6_000);
+    // The async form yields the same.
+    let streamed: Vec<_> = futures::executor::block_on(
+        hyperlog::replay::<Job>(&path, 0, ReadOptions::default()).collect::<Vec<_>>(),
+    );
+    let blocking: Vec<_> = hyperlog::replay_blocking::<Job>(&path, 0, ReadOptions::default())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(streamed.len(), 6_000);
+    assert!(streamed.into_iter().map(Result::unwrap).eq(blocking));
     // An entry that is not a `Job`: the same decode error, at the same offset.
     let path = dir.path().join("mixed.wal");
     let logger = Logger::new();
@@ -2208,5 +2217,5 @@ fn read_values_yields_the_entries_and_lsns_read_entries_yields() {
     ctx.log_blocking(Message::info("not a job")).unwrap();
     ctx.log_blocking(job(1, 2)).unwrap();
     logger.close_blocking().unwrap();
-    assert_eq!(values_match_entries::<Job>(&path), 2);
+    assert_eq!(replay_matches_entries::<Job>(&path), 2);
 }
