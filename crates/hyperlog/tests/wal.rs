@@ -2133,6 +2133,14 @@ fn replay_matches_entries<T: DeserializeOwned + PartialEq + std::fmt::Debug>(pat
     n
 }
 
+/// Opens a context with `opts`, lets `f` log into it, and closes it.
+fn with_context(opts: ContextOptions, f: impl FnOnce(&Context)) {
+    let logger = Logger::new();
+    let ctx = logger.context_with_blocking("wal", opts).unwrap();
+    f(&ctx);
+    logger.close_blocking().unwrap();
+}
+
 #[test]
 fn replay_yields_the_entries_and_lsns_read_entries_yields() {
     let dir = tempfile::tempdir().unwrap();
@@ -2150,20 +2158,15 @@ fn replay_yields_the_entries_and_lsns_read_entries_yields() {
                 "log.json"
             }
         ));
-        let logger = Logger::new();
-        let ctx = logger
-            .context_with_blocking(
-                "values",
-                wal_opts(&path, DurabilityMode::Flush, format).enable_lsn(lsns),
-            )
-            .unwrap();
-        for seq in 0..50 {
-            // Quotes and a newline: the entry's end is found by parsing it.
-            let mut j = job(1, seq);
-            j.message = Some(format!("say \"{seq}\"\n}}"));
-            ctx.log_blocking(j).unwrap();
-        }
-        logger.close_blocking().unwrap();
+        let opts = wal_opts(&path, DurabilityMode::Flush, format).enable_lsn(lsns);
+        with_context(opts, |ctx| {
+            for seq in 0..50 {
+                // Quotes and a newline: the entry's end is found by parsing it.
+                let mut j = job(1, seq);
+                j.message = Some(format!("say \"{seq}\"\n}}"));
+                ctx.log_blocking(j).unwrap();
+            }
+        });
         let items = read_ok::<Job>(&path, ReadOptions::default());
         assert_eq!(replay_matches_entries::<Job>(&path), 50);
         assert_eq!(items.iter().all(|i| i.2.is_some()), lsns);
@@ -2181,18 +2184,13 @@ fn replay_yields_the_entries_and_lsns_read_entries_yields() {
     assert_eq!(replay_matches_entries::<RefJob>(&fixture("plain.wal")), 3);
     // Many segments, several read-ahead batches each.
     let path = dir.path().join("segments.wal");
-    let logger = Logger::new();
-    let ctx = logger
-        .context_with_blocking(
-            "segments",
-            wal_opts(&path, DurabilityMode::None, LogFormat::Binary)
-                .retention_policy(hyperlog::RetentionPolicy::new().max_size(512 * 1024)),
-        )
-        .unwrap();
-    for seq in 0..6_000 {
-        ctx.log_blocking(job(2, seq)).unwrap();
-    }
-    logger.close_blocking().unwrap();
+    let opts = wal_opts(&path, DurabilityMode::None, LogFormat::Binary)
+        .retention_policy(hyperlog::RetentionPolicy::new().max_size(512 * 1024));
+    with_context(opts, |ctx| {
+        for seq in 0..6_000 {
+            ctx.log_blocking(job(2, seq)).unwrap();
+        }
+    });
     assert!(hyperlog::segments::list_segments(&hyperlog::fs::StdFs, &path).len() >= 2);
     assert_eq!(replay_matches_entries::<Job>(&path), 6_000);
     // The async form yields the same.
@@ -2206,16 +2204,13 @@ fn replay_yields_the_entries_and_lsns_read_entries_yields() {
     assert!(streamed.into_iter().map(Result::unwrap).eq(blocking));
     // An entry that is not a `Job`: the same decode error, at the same offset.
     let path = dir.path().join("mixed.wal");
-    let logger = Logger::new();
-    let ctx = logger
-        .context_with_blocking(
-            "mixed",
-            wal_opts(&path, DurabilityMode::Flush, LogFormat::Binary),
-        )
-        .unwrap();
-    ctx.log_blocking(job(1, 0)).unwrap();
-    ctx.log_blocking(Message::info("not a job")).unwrap();
-    ctx.log_blocking(job(1, 2)).unwrap();
-    logger.close_blocking().unwrap();
+    with_context(
+        wal_opts(&path, DurabilityMode::Flush, LogFormat::Binary),
+        |ctx| {
+            ctx.log_blocking(job(1, 0)).unwrap();
+            ctx.log_blocking(Message::info("not a job")).unwrap();
+            ctx.log_blocking(job(1, 2)).unwrap();
+        },
+    );
     assert_eq!(replay_matches_entries::<Job>(&path), 2);
 }

@@ -234,9 +234,12 @@ impl Writer {
         };
         if self.durability == DurabilityMode::None {
             self.backlog.extend(rx.drain());
-            if let Some(r) = self.backlog.pop_front() {
-                return Ok(Some(r));
-            }
+            // Nothing queued: no second lock of the channel to learn why.
+            return match self.backlog.pop_front() {
+                Some(r) => Ok(Some(r)),
+                None if rx.is_disconnected() => Err(flume::RecvError::Disconnected),
+                None => Ok(None),
+            };
         }
         match rx.try_recv() {
             Ok(r) => Ok(Some(r)),
